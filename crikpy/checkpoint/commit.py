@@ -1,0 +1,255 @@
+"""Write-then-commit over any Store: checkpoints, the latest pointer, quarantine and retention.
+
+Layout under the workload's key (`namespace/name`):
+
+    checkpoints/<id>/files/...        CRIU images, CRIU's log, copies of additional paths
+    checkpoints/<id>/manifest.json    written after every file: its presence means "committed"
+    checkpoints/<id>/quarantine.json  a checkpoint that failed to restore, with the reason
+    latest.json                       {"id": ...}: the one checkpoint a start restores
+
+A checkpoint counts only once its manifest exists, and a start restores only what the pointer
+names, so a dump or upload cut off half-way is never seen by a restore. The pointer moves with a
+conditional write against the version this process last saw: when another process with the same
+name moved it meanwhile, this one loses the race, keeps its checkpoint aside and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from crikpy import log
+from crikpy.checkpoint.manifest import FileEntry, Manifest, is_id
+from crikpy.errors import CheckpointNotFound, CorruptCheckpoint
+from crikpy.stores import MissingObject, PreconditionFailed, Store
+
+COMMITTED, QUARANTINED, INCOMPLETE, CORRUPT = "committed", "quarantined", "incomplete", "corrupt"
+_ABSENT = ""  # pointer version meaning "no pointer object yet"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    id: str
+    status: str
+    latest: bool
+    created_at: str | None = None
+    total_bytes: int | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class RaceLost(Exception):
+    """Another process with the same name moved the latest pointer first."""
+
+
+class CheckpointRepository:
+    """The checkpoints of one workload in one store."""
+
+    def __init__(self, store: Store, workload_key: str, keep: int = 2) -> None:
+        self.store = store
+        self.prefix = workload_key
+        self.keep = keep
+        self._pointer_version: str | None = None  # None: not read yet
+        self._pointer_id: str | None = None
+        self._log = log.get().bind(store=store.url, workload=workload_key)
+
+    # keys
+    def _ckpt(self, ckpt_id: str) -> str:
+        return f"{self.prefix}/checkpoints/{ckpt_id}"
+
+    @property
+    def _pointer(self) -> str:
+        return f"{self.prefix}/latest.json"
+
+    # the latest pointer
+    def _read_pointer(self) -> str | None:
+        obj = self.store.get_bytes(self._pointer)
+        self._pointer_version = obj.etag if obj else _ABSENT
+        if obj is None:
+            return None
+        try:
+            ckpt_id = json.loads(obj.data)["id"]
+        except (ValueError, KeyError, TypeError):
+            raise CorruptCheckpoint(f"latest pointer {self._pointer} in {self.store.url} is garbled")
+        if ckpt_id is not None and not (isinstance(ckpt_id, str) and is_id(ckpt_id)):
+            raise CorruptCheckpoint(f"latest pointer names a bad id {ckpt_id!r}")
+        self._pointer_id = ckpt_id
+        return ckpt_id
+
+    def _write_pointer(self, ckpt_id: str | None, **context) -> None:
+        if self._pointer_version is None:
+            self._read_pointer()
+        body = json.dumps({"id": ckpt_id, "at": _now(), **context}).encode()
+        try:
+            self._pointer_version = self.store.put_bytes(
+                self._pointer, body,
+                if_match=self._pointer_version or None,
+                if_absent=self._pointer_version == _ABSENT,
+            )
+            self._pointer_id = ckpt_id
+        except PreconditionFailed as e:
+            self._pointer_version = None
+            raise RaceLost(str(e)) from e
+
+    def latest_id(self) -> str | None:
+        return self._read_pointer()
+
+    def latest(self) -> Manifest | None:
+        """The manifest the pointer names, verified; None when there is nothing to restore."""
+        ckpt_id = self._read_pointer()
+        if ckpt_id is None:
+            return None
+        return self.manifest(ckpt_id)
+
+    def manifest(self, ckpt_id: str) -> Manifest:
+        obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/manifest.json")
+        if obj is None:
+            if any(True for _ in self.store.list(self._ckpt(ckpt_id) + "/")):
+                raise CorruptCheckpoint(f"checkpoint {ckpt_id} has no manifest (never committed)")
+            raise CheckpointNotFound(
+                f"checkpoint {ckpt_id} is not in {self.store.url} under {self.prefix}; "
+                "see `crikpy checkpoints list`"
+            )
+        manifest = Manifest.from_json(obj.data, where=f"of checkpoint {ckpt_id}")
+        if manifest.id != ckpt_id:
+            raise CorruptCheckpoint(f"manifest of checkpoint {ckpt_id} names another id {manifest.id}")
+        return manifest
+
+    def clear_latest(self, reason: str) -> None:
+        """Point at nothing, so the next start is cold; keeps the checkpoints themselves."""
+        if self._pointer_version is not None and self._pointer_id is None:
+            return  # already pointing at nothing, as last read
+        try:
+            self._write_pointer(None, reason=reason)
+        except RaceLost:
+            self._log.warning("latest.clear_skipped", reason="pointer moved by another process")
+
+    # committing
+    def commit(self, staging: Path, ckpt_id: str, describe: dict) -> Manifest:
+        """Upload every file under `staging`, then the manifest, then move the pointer.
+
+        `describe` holds the Manifest's fields other than id and files. Raises RaceLost when the
+        pointer moved since this process read it; the checkpoint stays committed but not latest.
+        """
+        watch = log.Stopwatch()
+        files: list[FileEntry] = []
+        for rel in _walk_files(staging):
+            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", str(staging / rel))
+            files.append(FileEntry(rel, digest.size, digest.sha256))
+        manifest = Manifest(id=ckpt_id, files=files, **describe)
+        self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
+                       bytes=manifest.total_bytes, seconds=watch.elapsed())
+        self.store.put_bytes(f"{self._ckpt(ckpt_id)}/manifest.json", manifest.to_json(),
+                             if_absent=True)
+        self._write_pointer(ckpt_id)
+        self._log.info("checkpoint.committed", id=ckpt_id, bytes=manifest.total_bytes,
+                       seconds=watch.elapsed())
+        self.prune(ckpt_id)
+        return manifest
+
+    def fetch(self, manifest: Manifest, dest: Path) -> None:
+        """Download every file and check it against the manifest before anyone reads it."""
+        watch = log.Stopwatch()
+        for entry in manifest.files:
+            target = dest / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                digest = self.store.get_file(f"{self._ckpt(manifest.id)}/files/{entry.path}",
+                                             str(target))
+            except MissingObject:
+                raise CorruptCheckpoint(f"checkpoint {manifest.id}: file {entry.path} is missing")
+            if (digest.size, digest.sha256) != (entry.size, entry.sha256):
+                raise CorruptCheckpoint(
+                    f"checkpoint {manifest.id}: file {entry.path} does not match its manifest "
+                    f"(size {digest.size} vs {entry.size}, sha256 {digest.sha256[:12]} vs "
+                    f"{entry.sha256[:12]})"
+                )
+        self._log.info("checkpoint.fetched", id=manifest.id, files=len(manifest.files),
+                       bytes=manifest.total_bytes, seconds=watch.elapsed())
+
+    # inspection and housekeeping
+    def list(self) -> list[CheckpointInfo]:
+        keys_by_id: dict[str, set[str]] = {}
+        base = f"{self.prefix}/checkpoints/"
+        for key in self.store.list(base):
+            ckpt_id, _, rest = key[len(base):].partition("/")
+            keys_by_id.setdefault(ckpt_id, set()).add(rest)
+        latest = self._read_pointer()
+        infos = []
+        for ckpt_id in sorted(keys_by_id):
+            infos.append(self._info(ckpt_id, keys_by_id[ckpt_id], latest))
+        return infos
+
+    def _info(self, ckpt_id: str, keys: set[str], latest: str | None) -> CheckpointInfo:
+        is_latest = ckpt_id == latest
+        if "manifest.json" not in keys:
+            return CheckpointInfo(ckpt_id, INCOMPLETE, is_latest)
+        try:
+            m = self.manifest(ckpt_id)
+            created, size = m.created_at, m.total_bytes
+        except CorruptCheckpoint as e:
+            return CheckpointInfo(ckpt_id, CORRUPT, is_latest, reason=str(e))
+        if "quarantine.json" in keys:
+            obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json")
+            reason = json.loads(obj.data).get("reason") if obj else None
+            return CheckpointInfo(ckpt_id, QUARANTINED, is_latest, created, size, reason)
+        return CheckpointInfo(ckpt_id, COMMITTED, is_latest, created, size)
+
+    def quarantine(self, ckpt_id: str, reason: str, restore_log: bytes | None = None) -> None:
+        """Set a checkpoint aside so no start tries it again; the pointer stops naming it."""
+        base = self._ckpt(ckpt_id)
+        if restore_log:
+            self.store.put_bytes(f"{base}/restore.log", restore_log)
+        self.store.put_bytes(f"{base}/quarantine.json",
+                             json.dumps({"reason": reason, "at": _now()}).encode())
+        if self._read_pointer() == ckpt_id:
+            self.clear_latest(reason=f"checkpoint {ckpt_id} quarantined")
+        self._log.warning("checkpoint.quarantined", id=ckpt_id, reason=reason)
+
+    def delete(self, ckpt_id: str) -> None:
+        keys = list(self.store.list(self._ckpt(ckpt_id) + "/"))
+        if not keys:
+            raise CheckpointNotFound(
+                f"checkpoint {ckpt_id} is not in {self.store.url} under {self.prefix}; "
+                "see `crikpy checkpoints list`"
+            )
+        if self._read_pointer() == ckpt_id:
+            self.clear_latest(reason=f"checkpoint {ckpt_id} deleted")
+        self._delete_keys(keys)
+
+    def _delete_keys(self, keys: Iterable[str]) -> None:
+        # Manifest first: a checkpoint whose deletion is cut off is "incomplete", never half-restorable.
+        for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
+            self.store.delete(key)
+
+    def prune(self, just_committed: str) -> None:
+        """Keep the newest `keep` committed checkpoints (and whatever the pointer names).
+
+        Incomplete ones older than the commit are leftovers of cut-off dumps; they go too.
+        Quarantined ones stay for inspection until deleted by hand.
+        """
+        infos = self.list()
+        committed = [i for i in infos if i.status == COMMITTED]
+        doomed = {i.id for i in committed[: max(0, len(committed) - self.keep)] if not i.latest}
+        doomed |= {i.id for i in infos if i.status == INCOMPLETE and i.id < just_committed}
+        for ckpt_id in sorted(doomed):
+            self._delete_keys(self.store.list(self._ckpt(ckpt_id) + "/"))
+            self._log.info("checkpoint.pruned", id=ckpt_id)
+
+
+def _walk_files(root: Path) -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            found.append((Path(dirpath) / name).relative_to(root).as_posix())
+    return sorted(found)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,206 @@
+"""crikpy's command line: parse flags and their CRIKPY_* twins, build Settings, call in.
+
+Every error ends in one line on stderr, `crikpy: error: ...`, and an exit code of its own
+(see crikpy.errors). Values come from flags > environment > config file > defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from crikpy import __version__, log, settings as settings_mod
+from crikpy.errors import CrikpyError, PreflightFailed
+
+EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `run`; "
+          "2 usage, 3 config, 4 store, 5 checkpoint not found, 6 corrupt checkpoint, "
+          "7 restore failed, 8 CRIU, 9 check found a problem.")
+
+
+def _common(f):
+    """Options every command shares: where checkpoints are and whose they are."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(path_type=Path),
+                     envvar="CRIKPY_CONFIG", show_envvar=True,
+                     help=f"YAML config file [default: {settings_mod.DEFAULT_CONFIG_PATH}, "
+                          "absent is fine]."),
+        click.option("--store", envvar="CRIKPY_STORE", show_envvar=True,
+                     help=f"Where checkpoints live: file:///path [default: "
+                          f"{settings_mod.DEFAULT_STORE}]."),
+        click.option("--name", envvar="CRIKPY_NAME", show_envvar=True,
+                     help="The workload's identity in the store [default: $HOSTNAME, the pod's "
+                          "name, stable for StatefulSet pods]."),
+        click.option("--namespace", envvar="CRIKPY_NAMESPACE", show_envvar=True,
+                     help="Groups names in the store [default: $POD_NAMESPACE when set]."),
+        click.option("--log-level", type=click.Choice(settings_mod.LOG_LEVELS),
+                     envvar="CRIKPY_LOG_LEVEL", show_envvar=True, help="[default: info]"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _settings(config_path, **given) -> settings_mod.Settings:
+    s = settings_mod.resolve(given, config_path, hostname=os.environ.get("HOSTNAME"),
+                             pod_namespace=os.environ.get("POD_NAMESPACE"))
+    log.configure(s.log_level)
+    return s
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crikpy")
+def cli():
+    """Keep a long-running process alive across the loss of the machine under it.
+
+    crikpy wraps a container's command: it runs the workload as its child, and when SIGTERM
+    arrives it checkpoints the whole process tree with CRIU into a store. The next start of the
+    container, on any node, restores it instead of starting it cold.
+    """
+
+
+@cli.command(epilog=EPILOG)
+@_common
+@click.option("--on-restore-failure", type=click.Choice(settings_mod.RESTORE_FAILURE_POLICIES),
+              envvar="CRIKPY_ON_RESTORE_FAILURE", show_envvar=True,
+              help="When a checkpoint cannot be restored (it is quarantined either way): start "
+                   "the command cold, or exit 7 [default: cold-start].")
+@click.option("--keep-checkpoints", type=int, envvar="CRIKPY_KEEP_CHECKPOINTS", show_envvar=True,
+              help="Committed checkpoints kept per workload; older ones are deleted after a "
+                   "commit [default: 2].")
+@click.option("--work-dir", envvar="CRIKPY_WORK_DIR", show_envvar=True,
+              help="Local staging directory for dumps and downloads "
+                   "[default: /var/lib/crikpy/work].")
+@click.option("--pid-floor", type=int, envvar="CRIKPY_PID_FLOOR", show_envvar=True,
+              help="Workload PIDs start above this, so restores never collide with crikpy's own "
+                   "(0: leave ns_last_pid alone) [default: 9000].")
+@click.option("--additional-path", "additional_paths", multiple=True,
+              envvar="CRIKPY_ADDITIONAL_PATHS", show_envvar=True,
+              help="A file or directory outside the image that the workload uses; copied into "
+                   "each checkpoint and put back before a restore. Repeatable; the variable "
+                   "takes space-separated paths.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(command, config_path, **given):
+    """Run COMMAND as PID 1's child; checkpoint it on SIGTERM, restore it on the next start.
+
+    \b
+    Typical use, as a container's entrypoint:
+        crikpy run -- my-server --flag
+    On start, the latest committed checkpoint for this name is restored if there is one; COMMAND
+    is started cold otherwise. Every catchable signal but SIGTERM is forwarded to the workload;
+    zombies are reaped; crikpy exits with the workload's code. When the workload exits on its own
+    its checkpoint is stale and the next start is cold.
+    """
+    from crikpy import entrypoint  # noqa: PLC0415
+
+    return entrypoint.run(_settings(config_path, **given), command)
+
+
+@cli.command(epilog=EPILOG)
+@_common
+def check(config_path, **given):
+    """Check that checkpoints can be taken and stored here; one line per item.
+
+    Looks at CRIU (present, version suits this kernel, `criu check`), privileges, whether
+    ns_last_pid is writable, and whether the store is reachable and writable. Exits 9 when
+    anything needed is missing.
+    """
+    from crikpy.criu import preflight  # noqa: PLC0415
+
+    s = _settings(config_path, **given)
+    findings = [*preflight.criu_findings(s.criu_binary), *preflight.privilege_findings(),
+                preflight.soft_dirty_finding(s.criu_binary), _store_finding(s)]
+    for f in findings:
+        click.echo(f"{f.status:8} {f.item:22} {f.detail}")
+    if any(f.status == preflight.PROBLEM for f in findings):
+        raise PreflightFailed("some checks found problems (see above)")
+
+
+def _store_finding(s: settings_mod.Settings):
+    from crikpy.criu.preflight import OK, PROBLEM, Finding  # noqa: PLC0415
+    from crikpy.stores import open_store  # noqa: PLC0415
+
+    key = f"{s.workload_key}/.crikpy-probe-{secrets.token_hex(4)}"
+    body = secrets.token_bytes(64)
+    try:
+        store = open_store(s.store)
+        store.put_bytes(key, body)
+        back = store.get_bytes(key)
+        store.delete(key)
+    except CrikpyError as e:
+        return Finding("store", PROBLEM, str(e))
+    if back is None or back.data != body:
+        return Finding("store", PROBLEM, f"{s.store}: a probe object did not read back whole")
+    return Finding("store", OK, f"{s.store} is reachable and writable")
+
+
+@cli.group()
+def checkpoints():
+    """Inspect and manage the checkpoints in the store."""
+
+
+def _repo(config_path, given):
+    from crikpy.checkpoint.commit import CheckpointRepository  # noqa: PLC0415
+    from crikpy.stores import open_store  # noqa: PLC0415
+
+    s = _settings(config_path, **given)
+    return CheckpointRepository(open_store(s.store), s.workload_key, s.keep_checkpoints)
+
+
+@checkpoints.command("list", epilog=EPILOG)
+@_common
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+def list_(config_path, as_json, **given):
+    """List a workload's checkpoints: committed, quarantined (with the reason) or incomplete."""
+    infos = _repo(config_path, given).list()
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=1))
+        return
+    if not infos:
+        click.echo("no checkpoints")
+        return
+    click.echo(f"{'ID':32} {'STATUS':12} {'LATEST':6} {'CREATED':30} {'BYTES':>12}  REASON")
+    for i in infos:
+        click.echo(f"{i.id:32} {i.status:12} {'*' if i.latest else '':6} {i.created_at or '-':30} "
+                   f"{i.total_bytes if i.total_bytes is not None else '-':>12}  {i.reason or ''}")
+
+
+@checkpoints.command(epilog=EPILOG)
+@_common
+@click.argument("checkpoint_id", metavar="ID")
+def show(config_path, checkpoint_id, **given):
+    """Print a checkpoint's manifest (files, sizes, checksums, command, versions) as JSON."""
+    click.echo(_repo(config_path, given).manifest(checkpoint_id).to_json().decode())
+
+
+@checkpoints.command(epilog=EPILOG)
+@_common
+@click.argument("checkpoint_id", metavar="ID")
+def delete(config_path, checkpoint_id, **given):
+    """Delete a checkpoint; if it was the latest, the next start is cold."""
+    _repo(config_path, given).delete(checkpoint_id)
+    click.echo(f"deleted {checkpoint_id}")
+
+
+def main() -> None:
+    log.configure()
+    try:
+        code = cli.main(prog_name="crikpy", standalone_mode=False)
+    except click.exceptions.Abort:
+        code = 130
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except CrikpyError as e:
+        click.echo(f"crikpy: error: {e}", err=True)
+        code = e.exit_code
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""CRIU dump and restore options for a workload that runs inside a container.
+
+The choices, and why:
+- tcp_established on dump, tcp_close on restore: a pod comes back with a new IP, so open
+  connections cannot survive; they are dumped (else CRIU refuses) and restored closed, and clients
+  reconnect. Listening sockets are restored as they were. With no connection restored, no network
+  lock is needed either (network_lock=SKIP), so neither iptables nor nftables is required.
+- External bind mounts that every container runtime sets up (/dev/null and friends, zoneinfo):
+  marked external so a restore binds them to the new container's copies.
+- Cgroups are ignored: the new pod has its own, set by the kubelet.
+- leave_stopped: after a dump the tree stays frozen until the commit is safe, so a failed
+  upload can let it run on (SIGCONT) and shut down normally.
+"""
+
+from __future__ import annotations
+
+from crikpy.criu.session import rpc
+
+LOG_LEVEL = 4  # CRIU's most verbose; the logs travel with the checkpoint and explain failures
+GHOST_LIMIT = 512 * 1024 * 1024  # deleted-but-open files up to this size are dumped whole
+
+# (path inside the container, name in the image): runtime-provided bind mounts.
+EXTERNAL_MOUNTS = (
+    ("/dev/null", "null"),
+    ("/dev/zero", "zero"),
+    ("/dev/full", "full"),
+    ("/dev/random", "random"),
+    ("/dev/urandom", "urandom"),
+    ("/dev/tty", "tty"),
+    ("/usr/share/zoneinfo", "zoneinfo"),
+)
+
+
+def _common(images_dir_fd: int, log_file: str):
+    pb = rpc()
+    opts = pb.criu_opts(
+        images_dir_fd=images_dir_fd,
+        log_file=log_file,
+        log_level=LOG_LEVEL,
+        tcp_established=True,
+        file_locks=True,
+        orphan_pts_master=True,
+        manage_cgroups_mode=pb.IGNORE,
+        shell_job=False,
+        notify_scripts=True,
+    )
+    return pb, opts
+
+
+def dump(pid: int, images_dir_fd: int, *, leave_stopped: bool = True, log_file: str = "dump.log"):
+    pb, opts = _common(images_dir_fd, log_file)
+    opts.pid = pid
+    opts.leave_stopped = leave_stopped
+    opts.ghost_limit = GHOST_LIMIT
+    opts.network_lock = pb.SKIP
+    opts.external.extend(f"mnt[{path}]:{name}" for path, name in EXTERNAL_MOUNTS)
+    return pb.criu_req(type=pb.DUMP, opts=opts)
+
+
+def restore(images_dir_fd: int, inherit: dict[str, int], *, log_file: str = "restore.log"):
+    """`inherit` maps a resource as the images name it (`pipe:[123]`) to an fd CRIU holds."""
+    pb, opts = _common(images_dir_fd, log_file)
+    opts.rst_sibling = True
+    opts.tcp_close = True
+    opts.evasive_devices = True
+    opts.network_lock = pb.SKIP
+    opts.external.extend(f"mnt[{name}]:{path}" for path, name in EXTERNAL_MOUNTS)
+    for key, fd in inherit.items():
+        opts.inherit_fd.add(key=key, fd=fd)
+    return pb.criu_req(type=pb.RESTORE, opts=opts)

@@ -1,0 +1,116 @@
+"""One CRIU `swrk` RPC session: spawn criu, send one request, answer its notifications.
+
+pycriu provides the protobuf messages; the session drives the socket itself because pycriu's
+client neither answers NOTIFY messages nor lets extra fds (the stdio that a restore reattaches)
+pass into CRIU. CRIU runs as a child of this process, so with `rst_sibling` the restored tree
+becomes this process's child too.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import subprocess
+from pathlib import Path
+from typing import Callable, Sequence
+
+from crikpy import log, procs
+from crikpy.errors import CriuError
+
+Notify = Callable[[str, int], bool]
+
+
+def rpc():
+    """pycriu's protobuf module, imported late so the rest of crikpy runs without CRIU installed."""
+    try:
+        import pycriu  # noqa: PLC0415
+    except ImportError as e:
+        raise CriuError(
+            "pycriu (CRIU's Python bindings) is not installed; install criu and python3-pycriu "
+            "4.2 or newer, or use the crikpy image"
+        ) from e
+    return pycriu.rpc
+
+
+def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
+         on_notify: Notify | None = None, log_path: Path | None = None):
+    """Send `req` to a fresh `criu swrk` and return its final response.
+
+    Raises CriuError naming CRIU's own error lines (from `log_path`) when it fails.
+    """
+    pb = rpc()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        proc = subprocess.Popen(
+            [criu_binary, "swrk", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(), *pass_fds),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=procs.unblock_signals,
+        )
+    except OSError as e:
+        raise CriuError(f"cannot run '{criu_binary}': {e.strerror}; install CRIU 4.2 or newer") from e
+    theirs.close()
+    op = pb.criu_req_type.Name(req.type).lower()
+    try:
+        ours.sendall(req.SerializeToString())
+        while True:
+            resp = _receive(ours, pb)
+            if resp is None:
+                raise CriuError(f"criu {op} exited without answering{_stderr_hint(proc)}")
+            if resp.type != pb.NOTIFY:
+                break
+            ok = on_notify(resp.notify.script, resp.notify.pid) if on_notify else True
+            ours.sendall(pb.criu_req(type=pb.NOTIFY, notify_success=ok).SerializeToString())
+    finally:
+        ours.close()
+        proc.wait()
+    if not resp.success:
+        detail = resp.cr_errmsg or f"errno {resp.cr_errno}"
+        raise CriuError(f"criu {op} failed: {detail}{_log_hint(log_path)}")
+    return resp
+
+
+def _receive(sock: socket.socket, pb):
+    # SOCK_SEQPACKET keeps message boundaries: peek at the size first, then take it whole.
+    size = len(sock.recv(1, socket.MSG_PEEK | socket.MSG_TRUNC))
+    if size == 0:
+        return None
+    resp = pb.criu_resp()
+    resp.ParseFromString(sock.recv(size))
+    return resp
+
+
+def _stderr_hint(proc: subprocess.Popen) -> str:
+    err = proc.stderr.read().decode(errors="replace").strip().splitlines() if proc.stderr else []
+    return f": {err[-1]}" if err else ""
+
+
+def error_lines(log_path: Path | None, limit: int = 3) -> list[str]:
+    """CRIU's own `Error (...)` lines from its log, the part a person needs first."""
+    if not log_path or not log_path.exists():
+        return []
+    lines = log_path.read_text(errors="replace").splitlines()
+    errors = [ln.strip() for ln in lines if "Error" in ln]
+    return errors[-limit:]
+
+
+def _log_hint(log_path: Path | None) -> str:
+    errors = error_lines(log_path)
+    where = f" (CRIU log: {log_path})" if log_path else ""
+    return (": " + " | ".join(errors) if errors else "") + where
+
+
+@functools.cache
+def version(criu_binary: str = "criu") -> str:
+    """CRIU's version as `major.minor[.sublevel]`, asked over RPC once per process."""
+    pb = rpc()
+    resp = call(pb.criu_req(type=pb.VERSION), criu_binary=criu_binary)
+    v = resp.version
+    text = f"{v.major_number}.{v.minor_number}"
+    return f"{text}.{v.sublevel}" if v.HasField("sublevel") and v.sublevel else text
+
+
+def log_event(stage: str, pid: int, _log=log.get("crikpy.criu")) -> bool:
+    """Notification handler: each CRIU stage becomes a debug event (useful for timing a dump)."""
+    _log.debug("criu.stage", stage=stage, pid=pid or None)
+    return True

@@ -1,0 +1,180 @@
+"""One validated Settings object, merged from flags > environment > config file > defaults.
+
+`cli.py` hands over what click collected from flags and their `CRIKPY_*` twins (None when unset);
+this module reads the YAML config file, maps crik's keys onto crikpy's, validates every value and
+fills in defaults. Nothing else in crikpy reads the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from crikpy.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/crikpy/config.yaml")
+DEFAULT_STORE = "file:///var/lib/crikpy/checkpoints"
+RESTORE_FAILURE_POLICIES = ("cold-start", "fail")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
+_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    store: str = DEFAULT_STORE
+    name: str = ""
+    namespace: str | None = None
+    on_restore_failure: str = "cold-start"
+    keep_checkpoints: int = 2
+    work_dir: Path = Path("/var/lib/crikpy/work")
+    pid_floor: int = 9000
+    additional_paths: tuple[str, ...] = ()
+    inotify_incompatible_paths: tuple[str, ...] = ()
+    node_state_server_url: str | None = None
+    criu_binary: str = "criu"
+    log_level: str = "info"
+
+    @property
+    def workload_key(self) -> str:
+        """The workload's identity in the store: `namespace/name`, or `name` alone."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+# config-file key -> (Settings field, converter). crik's keys (imageDir, additionalPaths,
+# inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config key '{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    return value
+
+
+def _paths(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"config key '{key}' must be a list of paths, got {value!r}")
+    return tuple(value)
+
+
+_CONFIG_KEYS = {
+    "store": ("store", _str),
+    "name": ("name", _str),
+    "namespace": ("namespace", _str),
+    "onRestoreFailure": ("on_restore_failure", _str),
+    "keepCheckpoints": ("keep_checkpoints", _int),
+    "workDir": ("work_dir", _str),
+    "pidFloor": ("pid_floor", _int),
+    "additionalPaths": ("additional_paths", _paths),
+    "inotifyIncompatiblePaths": ("inotify_incompatible_paths", _paths),
+    "nodeStateServerURL": ("node_state_server_url", _str),
+    "criuBinary": ("criu_binary", _str),
+    "logLevel": ("log_level", _str),
+}
+_CRIK_IMAGE_DIR = "imageDir"
+
+
+def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
+    """The config file's values as Settings field names; {} when an optional file is absent."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist; create it or drop --config")
+        return {}
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == _CRIK_IMAGE_DIR:
+            if "store" in raw:
+                raise ConfigError(
+                    f"config file {path} sets both 'store' and crik's 'imageDir'; keep one"
+                )
+            values["store"] = "file://" + _str(key, value)
+            continue
+        if key not in _CONFIG_KEYS:
+            known = ", ".join(sorted([*_CONFIG_KEYS, _CRIK_IMAGE_DIR]))
+            raise ConfigError(f"config file {path}: unknown key '{key}' (known keys: {known})")
+        field, convert = _CONFIG_KEYS[key]
+        values[field] = convert(key, value)
+    return values
+
+
+def resolve(
+    given: Mapping[str, Any],
+    config_path: Path | None,
+    *,
+    hostname: str | None = None,
+    pod_namespace: str | None = None,
+) -> Settings:
+    """Merge flag/env values (`given`, None meaning unset) over the config file over defaults.
+
+    `hostname` and `pod_namespace` are the environment's defaults for the name and namespace
+    (the pod's name and `$POD_NAMESPACE`), used only when nothing else sets them.
+    """
+    path = config_path or DEFAULT_CONFIG_PATH
+    merged: dict[str, Any] = {}
+    if hostname:
+        merged["name"] = hostname
+    if pod_namespace:
+        merged["namespace"] = pod_namespace
+    merged.update(read_config_file(path, required=config_path is not None))
+    merged.update({k: v for k, v in given.items() if v is not None and v != ()})
+    if "work_dir" in merged:
+        merged["work_dir"] = Path(merged["work_dir"])
+    if "additional_paths" in merged:
+        merged["additional_paths"] = tuple(merged["additional_paths"])
+    settings = Settings(**merged)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    if not s.name:
+        raise ConfigError("no workload name: set --name (CRIKPY_NAME) or run where $HOSTNAME is set")
+    for label, value in (("name", s.name), ("namespace", s.namespace)):
+        if value is not None and not _NAME_RE.match(value):
+            raise ConfigError(
+                f"{label} '{value}' is not usable as a store key; use letters, digits, '.', '_' "
+                "and '-' (at most 253), starting and ending with a letter or digit"
+            )
+    if not s.store.startswith(("file://", "s3://")):
+        raise ConfigError(
+            f"store '{s.store}' has an unknown scheme; use file:///path or s3://bucket/prefix"
+        )
+    if s.on_restore_failure not in RESTORE_FAILURE_POLICIES:
+        raise ConfigError(
+            f"on-restore-failure '{s.on_restore_failure}' is not one of "
+            f"{', '.join(RESTORE_FAILURE_POLICIES)}"
+        )
+    if s.keep_checkpoints < 1:
+        raise ConfigError(f"keep-checkpoints must be at least 1, got {s.keep_checkpoints}")
+    if s.pid_floor < 0 or s.pid_floor > 4_000_000:
+        raise ConfigError(f"pid-floor must be between 0 (off) and 4000000, got {s.pid_floor}")
+    if not s.work_dir.is_absolute():
+        raise ConfigError(f"work-dir '{s.work_dir}' must be an absolute path")
+    for p in (*s.additional_paths, *s.inotify_incompatible_paths):
+        if not p.startswith("/"):
+            raise ConfigError(f"path '{p}' in additionalPaths/inotifyIncompatiblePaths must be absolute")
+    if s.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log-level '{s.log_level}' is not one of {', '.join(LOG_LEVELS)}")

@@ -1,0 +1,128 @@
+"""file:// store: checkpoints in a directory, typically a mounted volume or PVC.
+
+Objects are written to a temporary name, fsynced and renamed, so a reader sees whole objects or
+none. Conditional writes hold an flock on `.lock` at the store root, which every pod sharing the
+volume takes the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+from crikpy.errors import StoreError
+from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Versioned,
+                                copy_hashing)
+
+_TMP_MARK = ".tmp-"
+
+
+class FileStore:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(f"bad store key '{key}'")
+        return self.root.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def _writing(self, key: str):
+        """A temporary file beside the key's path, renamed over it only when writing succeeded."""
+        final = self._path(key)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f"{final.name}{_TMP_MARK}{secrets.token_hex(4)}")
+            with open(tmp, "wb") as f:
+                try:
+                    yield f
+                    f.flush()
+                    os.fsync(f.fileno())
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+            os.replace(tmp, final)
+        except OSError as e:
+            raise StoreError(f"cannot write {final} in store {self.url}: {e.strerror}") from e
+
+    def put_file(self, key: str, path: str) -> Digest:
+        with open(path, "rb") as src, self._writing(key) as dst:
+            return copy_hashing(src, dst)
+
+    def get_file(self, key: str, path: str) -> Digest:
+        try:
+            with open(self._path(key), "rb") as src, open(path, "wb") as dst:
+                return copy_hashing(src, dst)
+        except FileNotFoundError as e:
+            raise MissingObject(f"object '{key}' is missing from store {self.url}") from e
+        except OSError as e:
+            raise StoreError(f"cannot read '{key}' from store {self.url}: {e.strerror}") from e
+
+    @contextlib.contextmanager
+    def _locked(self):
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"store {self.url} is not writable: {e.strerror}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
+                  if_absent: bool = False) -> str:
+        with self._locked():
+            if if_match is not None or if_absent:
+                current = self.get_bytes(key)
+                if if_absent and current is not None:
+                    raise PreconditionFailed(f"'{key}' already exists in store {self.url}")
+                if if_match is not None and (current is None or current.etag != if_match):
+                    raise PreconditionFailed(f"'{key}' changed in store {self.url}")
+            with self._writing(key) as f:
+                f.write(data)
+        return _etag(data)
+
+    def get_bytes(self, key: str) -> Versioned | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read '{key}' from store {self.url}: {e.strerror}") from e
+        return Versioned(data, _etag(data))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(self.root)
+            for name in files:
+                if _TMP_MARK in name or name == ".lock":
+                    continue
+                yield (rel / name).as_posix()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            # Empty directories would pile up one per checkpoint; prune them back to the root.
+            for parent in path.parents:
+                if parent == self.root or not parent.is_relative_to(self.root):
+                    break
+                parent.rmdir()
+        except OSError:
+            pass  # a non-empty parent ends the pruning
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
