@@ -110,7 +110,7 @@ class Migrator:
         staging = self._fresh_dir(f"restore-{manifest.id}")
         try:
             self.repo.fetch(manifest, staging)
-            self._put_back_additional_paths(staging / EXTRA)
+            self._put_back_additional_paths(staging / EXTRA, manifest.additional_paths)
             watch = log.Stopwatch()
             pid = self._restore_images(staging / IMAGES, manifest.stdio)
             _log.info("restore.done", id=manifest.id, pid=pid, seconds=watch.elapsed())
@@ -121,10 +121,16 @@ class Migrator:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _put_back_additional_paths(self, extra: Path) -> None:
-        if not extra.exists():
-            return
-        shutil.copytree(extra, "/", symlinks=True, dirs_exist_ok=True)
+    def _put_back_additional_paths(self, extra: Path, paths: list[str]) -> None:
+        # Path by path, never the tree from "/": copying directory modes onto "/" or "/var" would
+        # change the container's own directories, which CRIU then finds different from the dump.
+        for path in paths:
+            saved = extra / Path(path).relative_to("/")
+            if saved.is_dir():
+                shutil.copytree(saved, path, symlinks=True, dirs_exist_ok=True)
+            elif saved.exists():
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(saved, path)
 
     def _restore_images(self, images: Path, stdio: dict[str, str]) -> int:
         # The workload's stdout/stderr were pipes of the old container; CRIU swaps each for the

@@ -65,8 +65,7 @@ def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
         ours.close()
         proc.wait()
     if not resp.success:
-        detail = resp.cr_errmsg or f"errno {resp.cr_errno}"
-        raise CriuError(f"criu {op} failed: {detail}{_log_hint(log_path)}")
+        raise CriuError(f"criu {op} failed{_log_hint(log_path, resp)}")
     return resp
 
 
@@ -85,19 +84,23 @@ def _stderr_hint(proc: subprocess.Popen) -> str:
     return f": {err[-1]}" if err else ""
 
 
+# Logged as errors, yet CRIU carries on: not the reason a request failed.
+_HARMLESS = ("Can't setup RLIMIT_NOFILE",)
+
+
 def error_lines(log_path: Path | None, limit: int = 3) -> list[str]:
     """CRIU's own `Error (...)` lines from its log, the part a person needs first."""
     if not log_path or not log_path.exists():
         return []
     lines = log_path.read_text(errors="replace").splitlines()
-    errors = [ln.strip() for ln in lines if "Error" in ln]
+    errors = [ln.strip() for ln in lines if "Error" in ln and not any(h in ln for h in _HARMLESS)]
     return errors[-limit:]
 
 
-def _log_hint(log_path: Path | None) -> str:
-    errors = error_lines(log_path)
-    where = f" (CRIU log: {log_path})" if log_path else ""
-    return (": " + " | ".join(errors) if errors else "") + where
+def _log_hint(log_path: Path | None, resp) -> str:
+    # CRIU's log names the cause; its RPC answer often repeats only the first (harmless) error.
+    errors = error_lines(log_path) or [resp.cr_errmsg.strip() or f"errno {resp.cr_errno}"]
+    return ": " + " | ".join(errors)
 
 
 @functools.cache
