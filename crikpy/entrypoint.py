@@ -15,7 +15,8 @@ from typing import Sequence
 
 from crikpy import __version__, log, procs, supervisor
 from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
-from crikpy.errors import CorruptCheckpoint, CrikpyError, RestoreFailed, StoreError
+from crikpy.errors import (CorruptCheckpoint, CrikpyError, CriuUnavailable, RestoreFailed,
+                           StoreError)
 from crikpy.migrate import Migrator
 from crikpy.settings import Settings
 from crikpy.stores import open_store
@@ -97,8 +98,8 @@ def _restore_latest(settings: Settings, repo: CheckpointRepository,
         manifest = repo.manifest(ckpt_id)
         pid = migrator.restore(manifest)
     except CrikpyError as e:
-        if isinstance(e, StoreError):  # the store failed, not the checkpoint: keep it, stop
-            raise
+        if isinstance(e, (StoreError, CriuUnavailable)):
+            raise  # this machine failed, not the checkpoint: keep it and stop, losing nothing
         repo.quarantine(ckpt_id, str(e), getattr(e, "restore_log", None))
         return _after_failure(settings, ckpt_id, e)
     _raise_pid_floor(settings)

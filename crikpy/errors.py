@@ -47,6 +47,10 @@ class CriuError(CrikpyError):
     exit_code = 8
 
 
+class CriuUnavailable(CriuError):
+    """CRIU or its bindings are not installed here: the machine's fault, never the checkpoint's."""
+
+
 class PreflightFailed(CrikpyError):
     """`crikpy check` found something a checkpoint or restore needs missing."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from crikpy import log, procs
-from crikpy.errors import CriuError
+from crikpy.errors import CriuError, CriuUnavailable
 
 Notify = Callable[[str, int], bool]
 
@@ -25,7 +25,7 @@ def rpc():
     try:
         import pycriu  # noqa: PLC0415
     except ImportError as e:
-        raise CriuError(
+        raise CriuUnavailable(
             "pycriu (CRIU's Python bindings) is not installed; install criu and python3-pycriu "
             "4.2 or newer, or use the crikpy image"
         ) from e
@@ -48,7 +48,7 @@ def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
             preexec_fn=procs.unblock_signals,
         )
     except OSError as e:
-        raise CriuError(f"cannot run '{criu_binary}': {e.strerror}; install CRIU 4.2 or newer") from e
+        raise CriuUnavailable(f"cannot run '{criu_binary}': {e.strerror}; install CRIU 4.2 or newer") from e
     theirs.close()
     op = pb.criu_req_type.Name(req.type).lower()
     try:

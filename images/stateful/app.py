@@ -8,7 +8,8 @@ send heartbeats through pipes, appends one line per tick to a journal file it ke
 
 The memory's content after tick N is a pure function of (SEED, STATE_MIB, N): `expected_digest`
 recomputes it from scratch, so a reader can tell restored memory from lost or corrupted memory.
-With HOLD_PERF_EVENT=1 it also holds a perf-event fd, which CRIU cannot dump.
+With HOLD_PERF_EVENT=1, or from the moment it gets SIGUSR1, it also holds a perf-event fd, which
+CRIU cannot dump: that is how the tests make a checkpoint fail.
 """
 
 import ctypes
@@ -16,6 +17,7 @@ import hashlib
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -64,8 +66,10 @@ def main() -> None:
     tick_seconds = float(os.environ.get("TICK_SECONDS", "0.5"))
     journal_path = os.environ.get("JOURNAL", "/var/lib/stateful/journal.log")
     port = int(os.environ.get("PORT", "0"))
+    held = []
     if os.environ.get("HOLD_PERF_EVENT") == "1":
-        hold_perf_event()
+        held.append(hold_perf_event())
+    signal.signal(signal.SIGUSR1, lambda *_: held.append(hold_perf_event()))
 
     memory = bytearray(mib * MIB)
     for j in range(mib):
@@ -108,7 +112,7 @@ def main() -> None:
         journal.write(f"tick {tick}\n")
         state = {"tick": tick, "digest": hashlib.sha256(memory).hexdigest(),
                  "children": {str(p): b for p, b in beats.items()},
-                 "journal_bytes": journal.tell(), "pid": os.getpid()}
+                 "journal_bytes": journal.tell(), "pid": os.getpid(), "perf_fds": len(held)}
         print("stateful " + json.dumps(state), flush=True)
         tick += 1
         time.sleep(tick_seconds)

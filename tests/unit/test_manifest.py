@@ -1,0 +1,56 @@
+"""The manifest's format: round trip, and strict rejection of anything foreign or malformed."""
+
+import json
+
+import pytest
+
+from crikpy.checkpoint.manifest import FORMAT, FileEntry, Manifest, is_id, new_id
+from crikpy.errors import CorruptCheckpoint
+
+
+def sample(**overrides) -> Manifest:
+    fields = dict(
+        id=new_id(), name="ns/app", created_at="2026-11-22T10:00:00+00:00", command=["app"],
+        root_pid=9001, stdio={"1": "pipe:[1]"}, additional_paths=[], criu_version="4.2.1",
+        kernel="6.18", hostname="node-a", dump_seconds=1.5,
+        files=[FileEntry("images/pages-1.img", 10, "a" * 64)],
+    )
+    fields.update(overrides)
+    return Manifest(**fields)
+
+
+def test_round_trip():
+    m = sample()
+    assert Manifest.from_json(m.to_json(), where="test") == m
+    assert m.total_bytes == 10
+
+
+def test_ids_sort_by_time_and_are_recognised():
+    a, b = new_id(), new_id()
+    assert is_id(a) and is_id(b) and not is_id("../etc")
+    assert a[:19] <= b[:19]
+
+
+def tamper(change) -> bytes:
+    raw = json.loads(sample().to_json())
+    change(raw)
+    return json.dumps(raw).encode()
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"not json", "not JSON"),
+    (tamper(lambda r: r.update(format="crik/v0")), "another tool or version"),
+    (tamper(lambda r: r.pop("kernel")), "missing fields ['kernel']"),
+    (tamper(lambda r: r.update(extra=1)), "unknown fields ['extra']"),
+    (tamper(lambda r: r["files"][0].update(path="../../etc/passwd")), "unsafe file path"),
+    (tamper(lambda r: r["files"][0].update(sha256="xyz")), "bad sha256"),
+    (tamper(lambda r: r.update(root_pid="9001")), "wrong type"),
+])
+def test_foreign_or_malformed_manifests_are_rejected(data, message):
+    with pytest.raises(CorruptCheckpoint) as e:
+        Manifest.from_json(data, where="of test")
+    assert message in str(e.value)
+
+
+def test_format_is_versioned():
+    assert json.loads(sample().to_json())["format"] == FORMAT

@@ -1,0 +1,149 @@
+"""`crikpy run` as PID 1 would be: real processes, real signals, exit codes, the latest pointer.
+
+These run on the host, where no working CRIU is installed; that is what makes a checkpoint fail
+here, which exercises the failure path (the workload gets SIGTERM and shuts down as usual).
+The CRIU paths themselves are covered end to end in tests/e2e.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.manifest import new_id
+from crikpy.stores import open_store
+
+WORKLOAD = r"""
+import os, signal, sys, time
+def on(sig, _):
+    print("got", signal.Signals(sig).name, flush=True)
+    if sig == signal.SIGINT:
+        sys.exit(42)
+for s in (signal.SIGUSR1, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, on if s != signal.SIGTERM else lambda *_: (print("got SIGTERM", flush=True), sys.exit(0)))
+print("ready", os.getpid(), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+class Run:
+    def __init__(self, tmp_path: Path, *command: str, name: str = "app", extra=()):
+        self.store = tmp_path / "store"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crikpy", "run", "--store", f"file://{self.store}",
+             "--name", name, "--work-dir", str(tmp_path / "work"), "--pid-floor", "0",
+             *extra, "--", *command],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")},
+        )
+
+    def readline(self) -> str:
+        return self.proc.stdout.readline().strip()
+
+    def finish(self, timeout=30):
+        out, err = self.proc.communicate(timeout=timeout)
+        self.events = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
+        self.stderr = err
+        return self.proc.returncode, out
+
+    def event(self, name):
+        return [e for e in self.events if e["event"] == name]
+
+
+def test_exit_code_is_the_workloads(tmp_path):
+    code, _ = Run(tmp_path, "sh", "-c", "exit 7").finish()
+    assert code == 7
+
+
+def test_killed_by_signal_gives_128_plus_n(tmp_path):
+    code, _ = Run(tmp_path, "sh", "-c", "kill -9 $$").finish()
+    assert code == 128 + 9
+
+
+def test_signals_are_forwarded_to_the_workload(tmp_path):
+    run = Run(tmp_path, sys.executable, "-c", WORKLOAD)
+    assert run.readline().startswith("ready")
+    for sig in (signal.SIGUSR1, signal.SIGHUP):
+        run.proc.send_signal(sig)
+        assert run.readline() == f"got {sig.name}"
+    run.proc.send_signal(signal.SIGINT)
+    code, out = run.finish()
+    assert out.strip() == "got SIGINT" and code == 42
+
+
+def test_orphaned_grandchildren_are_reaped(tmp_path):
+    # The workload's child forks a grandchild and exits at once; the grandchild, orphaned,
+    # is adopted by crikpy (subreaper), exits, and must not linger as a zombie.
+    script = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    if os.fork() == 0:\n"
+        "        print(os.getpid(), flush=True); time.sleep(1); os._exit(0)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "time.sleep(60)\n"
+    )
+    run = Run(tmp_path, sys.executable, "-c", script)
+    grandchild = int(run.readline())
+    crikpy_pid = run.proc.pid
+    time.sleep(0.3)
+    status = Path(f"/proc/{grandchild}/status").read_text()
+    adopted_by = int(status.split("PPid:")[1].split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{grandchild}").exists():
+        time.sleep(0.05)
+    lingering = Path(f"/proc/{grandchild}").exists()
+    run.proc.send_signal(signal.SIGTERM)
+    run.finish()
+    assert adopted_by == crikpy_pid, "crikpy did not adopt the orphan (no subreaper flag)"
+    assert not lingering, f"grandchild {grandchild} of crikpy {crikpy_pid} was never reaped"
+
+
+def test_failed_checkpoint_passes_sigterm_on_and_keeps_pointer(tmp_path):
+    store = open_store(f"file://{tmp_path / 'store'}")
+    CheckpointRepository(store, "app").clear_latest(reason="seed")  # pointer exists, names none
+    run = Run(tmp_path, sys.executable, "-c", WORKLOAD, extra=["--log-level", "info"])
+    assert run.readline().startswith("ready")
+    run.proc.send_signal(signal.SIGTERM)
+    code, out = run.finish()
+    assert out.strip() == "got SIGTERM" and code == 0
+    assert run.event("checkpoint.failed")
+    assert not run.event("latest.cleared"), "a stop request must not clear the latest pointer"
+
+
+def test_natural_exit_clears_latest(tmp_path):
+    run = Run(tmp_path, "true")
+    assert run.finish()[0] == 0
+    assert run.event("latest.cleared")
+
+
+def test_missing_criu_keeps_the_checkpoint_and_fails_clearly(tmp_path):
+    store = open_store(f"file://{tmp_path / 'store'}")
+    ckpt_id = new_id()
+    staging = tmp_path / "staging" / "images"
+    staging.mkdir(parents=True)
+    (staging / "pages-1.img").write_bytes(b"x")
+    describe = dict(name="app", created_at="now", command=["app"], root_pid=9001, stdio={},
+                    additional_paths=[], criu_version="4.2.1", kernel="6.18", hostname="n",
+                    dump_seconds=0.1)
+    CheckpointRepository(store, "app").commit(staging.parent, ckpt_id, describe)
+
+    run = Run(tmp_path, "true", extra=["--additional-path", "/nonexistent"])
+    code, _ = run.finish()
+    if run.event("restore.done"):
+        pytest.fail("a fake checkpoint was restored")
+    assert code == 8, run.stderr
+    assert "crikpy: error:" in run.stderr and "criu" in run.stderr.lower()
+    assert CheckpointRepository(store, "app").latest_id() == ckpt_id
+
+
+def test_command_not_found_is_127(tmp_path):
+    code, _ = Run(tmp_path, "/no/such/program").finish()
+    assert code == 127

@@ -1,0 +1,84 @@
+"""Settings: flag/env values over the config file over defaults; crik's keys; clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from crikpy.errors import ConfigError
+from crikpy.settings import Settings, resolve
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_use_hostname_and_pod_namespace(tmp_path):
+    s = resolve({}, None, hostname="web-0", pod_namespace="prod")
+    assert (s.name, s.namespace, s.workload_key) == ("web-0", "prod", "prod/web-0")
+    assert s.store == Settings.store and s.keep_checkpoints == 2 and s.pid_floor == 9000
+
+
+def test_given_values_beat_config_which_beats_defaults(tmp_path):
+    config = write(tmp_path, "store: file:///from-config\nname: cfg\nkeepCheckpoints: 5\n")
+    s = resolve({"store": "file:///from-flag", "name": None}, config, hostname="host")
+    assert s.store == "file:///from-flag"  # given (flag or env) wins
+    assert s.name == "cfg"  # config beats the hostname default
+    assert s.keep_checkpoints == 5
+
+
+def test_crik_keys_map_onto_crikpy_settings(tmp_path):
+    config = write(tmp_path, "imageDir: /mnt/ckpt\nadditionalPaths: [/data]\n"
+                             "inotifyIncompatiblePaths: [/tmp/x]\n"
+                             "nodeStateServerURL: http://nss:8080\n")
+    s = resolve({}, config, hostname="h")
+    assert s.store == "file:///mnt/ckpt"
+    assert s.additional_paths == ("/data",)
+    assert s.inotify_incompatible_paths == ("/tmp/x",)
+    assert s.node_state_server_url == "http://nss:8080"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stor: file:///x\n", "unknown key 'stor'"),
+    ("keepCheckpoints: two\n", "'keepCheckpoints' must be an integer"),
+    ("additionalPaths: /data\n", "'additionalPaths' must be a list"),
+    ("store: file:///a\nimageDir: /b\n", "both 'store' and crik's 'imageDir'"),
+    ("- just\n- a list\n", "must hold a mapping"),
+    ("store: [unclosed\n", "not valid YAML at line"),
+    ("onRestoreFailure: maybe\n", "on-restore-failure 'maybe' is not one of"),
+    ("store: ftp://x\n", "unknown scheme"),
+    ("additionalPaths: [relative/path]\n", "must be absolute"),
+])
+def test_bad_config_is_a_one_line_error_naming_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError) as e:
+        resolve({}, write(tmp_path, text), hostname="h")
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_absent_default_config_is_fine_but_absent_explicit_config_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr("crikpy.settings.DEFAULT_CONFIG_PATH", tmp_path / "nope.yaml")
+    assert resolve({}, None, hostname="h").name == "h"
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve({}, tmp_path / "missing.yaml", hostname="h")
+
+
+def test_empty_config_file_means_defaults(tmp_path):
+    assert resolve({}, write(tmp_path, ""), hostname="h").store == Settings.store
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"name": "bad/name"}, "not usable as a store key"),
+    ({"keep_checkpoints": 0}, "at least 1"),
+    ({"pid_floor": -1}, "pid-floor"),
+    ({"work_dir": "relative"}, "must be an absolute path"),
+])
+def test_bad_values_from_flags_are_rejected(given, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(given, None, hostname="h")
+
+
+def test_no_name_anywhere_is_an_error():
+    with pytest.raises(ConfigError, match="no workload name"):
+        resolve({}, None)
