@@ -8,19 +8,16 @@ import pytest
 
 from tests.e2e import podman
 
-CRIKPY_IMAGE = "localhost/crikpy:test"
-COUNTER_IMAGE = "localhost/crikpy-counter:test"
-STATEFUL_IMAGE = "localhost/crikpy-stateful:test"
+TAG = "test"
 
 
 @pytest.fixture(scope="session")
 def images() -> dict[str, str]:
     if shutil.which("podman") is None:
         pytest.fail("podman is missing; run the tests through `bash tests/run.sh`, which installs it")
-    podman.build(CRIKPY_IMAGE, podman.REPO)
-    for tag, folder in ((COUNTER_IMAGE, "counter"), (STATEFUL_IMAGE, "stateful")):
-        podman.build(tag, podman.REPO / "images" / folder, {"CRIKPY_IMAGE": CRIKPY_IMAGE})
-    return {"counter": COUNTER_IMAGE, "stateful": STATEFUL_IMAGE, "crikpy": CRIKPY_IMAGE}
+    podman.build_images(TAG)
+    return {"crikpy": f"localhost/crikpy:{TAG}", "counter": f"localhost/crikpy-counter:{TAG}",
+            "stateful": f"localhost/crikpy-stateful:{TAG}"}
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,17 +29,12 @@ def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.C
     return proc
 
 
-def build(tag: str, context: Path, build_args: dict[str, str] | None = None) -> None:
-    # The Debian mirror here serves forky's Release file past its Valid-Until date; the
-    # workaround is passed at build time so that the Containerfile stays clean.
-    with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:
-        conf.write('Acquire::Check-Valid-Until "false";\n')
-        conf.flush()
-        args = ["build", *RUNTIME, "--pull=never", "-q", "-t", tag,
-                "-v", f"{conf.name}:/etc/apt/apt.conf.d/99valid-until:ro"]
-        for key, value in (build_args or {}).items():
-            args += ["--build-arg", f"{key}={value}"]
-        podman(*args, "-f", str(context / "Containerfile"), str(context), timeout=1200)
+def build_images(tag: str) -> None:
+    """crikpy's image and the examples, from this checkout (tests/harness/build-images.sh)."""
+    proc = subprocess.run(["bash", str(REPO / "tests/harness/build-images.sh"), tag],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise AssertionError(f"building images failed:\n{proc.stdout}\n{proc.stderr}")
 
 
 class Container:
