@@ -31,7 +31,7 @@ def _common(f):
                      help=f"YAML config file [default: {settings_mod.DEFAULT_CONFIG_PATH}, "
                           "absent is fine]."),
         click.option("--store", envvar="CRIKPY_STORE", show_envvar=True,
-                     help=f"Where checkpoints live: file:///path [default: "
+                     help=f"Where checkpoints live: file:///path or s3://bucket/prefix [default: "
                           f"{settings_mod.DEFAULT_STORE}]."),
         click.option("--name", envvar="CRIKPY_NAME", show_envvar=True,
                      help="The workload's identity in the store [default: $HOSTNAME, the pod's "
@@ -40,6 +40,31 @@ def _common(f):
                      help="Groups names in the store [default: $POD_NAMESPACE when set]."),
         click.option("--log-level", type=click.Choice(settings_mod.LOG_LEVELS),
                      envvar="CRIKPY_LOG_LEVEL", show_envvar=True, help="[default: info]"),
+        # S3: credentials and, when these are unset, endpoint and region come the way every AWS
+        # tool finds them (AWS_* variables, shared config files, IRSA, Pod Identity, instance role).
+        click.option("--s3-endpoint-url", envvar="CRIKPY_S3_ENDPOINT_URL", show_envvar=True,
+                     help="S3-compatible endpoint (MinIO, Ceph RGW, R2, ...) [default: "
+                          "$AWS_ENDPOINT_URL, else AWS]."),
+        click.option("--s3-region", envvar="CRIKPY_S3_REGION", show_envvar=True,
+                     help="[default: $AWS_REGION / $AWS_DEFAULT_REGION / config file]"),
+        click.option("--s3-path-style/--no-s3-path-style", default=None,
+                     envvar="CRIKPY_S3_PATH_STYLE", show_envvar=True,
+                     help="Path-style addressing, which most S3-compatible servers need "
+                          "[default: off]."),
+        click.option("--s3-part-size", "s3_part_size_mib", type=int,
+                     envvar="CRIKPY_S3_PART_SIZE", show_envvar=True,
+                     help="Multipart part size in MiB, at least 5 [default: 16]."),
+        click.option("--s3-concurrency", type=int, envvar="CRIKPY_S3_CONCURRENCY",
+                     show_envvar=True,
+                     help="Parts in flight per transfer; memory use is about part size x this "
+                          "[default: 8]."),
+        click.option("--s3-sse", type=click.Choice(["AES256", "aws:kms"]), envvar="CRIKPY_S3_SSE",
+                     show_envvar=True, help="Server-side encryption: SSE-S3 or SSE-KMS."),
+        click.option("--s3-sse-kms-key-id", envvar="CRIKPY_S3_SSE_KMS_KEY_ID", show_envvar=True,
+                     help="KMS key for --s3-sse aws:kms [default: the bucket's]."),
+        click.option("--s3-storage-class", envvar="CRIKPY_S3_STORAGE_CLASS", show_envvar=True,
+                     help="Storage class of checkpoint objects, e.g. STANDARD, "
+                          "INTELLIGENT_TIERING."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -84,6 +109,10 @@ def cli():
               help="A file or directory outside the image that the workload uses; copied into "
                    "each checkpoint and put back before a restore. Repeatable; the variable "
                    "takes space-separated paths.")
+@click.option("--grace-period", type=float, envvar="CRIKPY_GRACE_PERIOD", show_envvar=True,
+              help="Seconds from SIGTERM to the kubelet's SIGKILL (the pod's "
+                   "terminationGracePeriodSeconds). A checkpoint not committed by then, less a "
+                   "10% reserve, is abandoned and the workload shuts down normally [default: 30].")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(command, config_path, **given):
     """Run COMMAND as PID 1's child; checkpoint it on SIGTERM, restore it on the next start.
@@ -128,7 +157,7 @@ def _store_finding(s: settings_mod.Settings):
     key = f"{s.workload_key}/.crikpy-probe-{secrets.token_hex(4)}"
     body = secrets.token_bytes(64)
     try:
-        store = open_store(s.store)
+        store = open_store(s.store, s)
         store.put_bytes(key, body)
         back = store.get_bytes(key)
         store.delete(key)
@@ -136,7 +165,8 @@ def _store_finding(s: settings_mod.Settings):
         return Finding("store", PROBLEM, str(e))
     if back is None or back.data != body:
         return Finding("store", PROBLEM, f"{s.store}: a probe object did not read back whole")
-    return Finding("store", OK, f"{s.store} is reachable and writable")
+    return Finding("store", OK, f"{s.store} is reachable and writable (put, get, delete); "
+                                f"credentials: {store.describe_credentials()}")
 
 
 @cli.group()
@@ -149,7 +179,7 @@ def _repo(config_path, given):
     from crikpy.stores import open_store  # noqa: PLC0415
 
     s = _settings(config_path, **given)
-    return CheckpointRepository(open_store(s.store), s.workload_key, s.keep_checkpoints)
+    return CheckpointRepository(open_store(s.store, s), s.workload_key, s.keep_checkpoints)
 
 
 @checkpoints.command("list", epilog=EPILOG)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from crikpy import __version__, log, procs, supervisor
 from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
+from crikpy.deadline import Deadline
 from crikpy.errors import (CorruptCheckpoint, CrikpyError, CriuUnavailable, RestoreFailed,
                            StoreError)
 from crikpy.migrate import Migrator
@@ -33,7 +34,7 @@ def run(settings: Settings, command: Sequence[str]) -> int:
     supervisor.block_signals()
     if os.getpid() != 1:
         procs.set_child_subreaper()
-    repo = CheckpointRepository(open_store(settings.store), settings.workload_key,
+    repo = CheckpointRepository(open_store(settings.store, settings), settings.workload_key,
                                 settings.keep_checkpoints)
     migrator = Migrator(settings, repo)
     _log.info("crikpy.started", version=__version__, store=settings.store,
@@ -60,10 +61,11 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         _log.info("workload.started", pid=pid, command=command)
 
     def on_sigterm(pid: int) -> bool:
-        _log.info("checkpoint.started", pid=pid)
+        deadline = Deadline.for_grace_period(settings.grace_period)
+        _log.info("checkpoint.started", pid=pid, seconds_left=round(deadline.remaining(), 1))
         watch = log.Stopwatch()
         try:
-            migrator.checkpoint(pid, command)
+            migrator.checkpoint(pid, command, deadline)
             _log.info("checkpoint.done", pid=pid, seconds=watch.elapsed())
             return True
         except RaceLost as e:

@@ -42,3 +42,30 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self._start, 3)
+
+
+class TransferProgress:
+    """Counts bytes as they move and logs `transfer.progress` every few seconds.
+
+    Pass it as a store's `progress` callback; a person watching a long upload sees bytes,
+    percent and MB/s go by.
+    """
+
+    def __init__(self, direction: str, total_bytes: int, interval: float = 3.0, **context) -> None:
+        self.done = 0
+        self.total = total_bytes
+        self._interval = interval
+        self._started = self._last = time.monotonic()
+        self._log = get().bind(direction=direction, **context)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._log.info("transfer.progress", bytes=self.done, total_bytes=self.total,
+                           percent=round(100 * self.done / max(self.total, 1), 1),
+                           mb_per_s=self.rate())
+
+    def rate(self) -> float:
+        return round(self.done / 1e6 / max(time.monotonic() - self._started, 1e-6), 1)

@@ -20,6 +20,7 @@ from crikpy import log, procs
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import Manifest, new_id
 from crikpy.criu import options, session
+from crikpy.deadline import Deadline
 from crikpy.errors import CrikpyError
 from crikpy.settings import Settings
 
@@ -42,8 +43,8 @@ class Migrator:
         path.mkdir(parents=True)
         return path
 
-    def checkpoint(self, pid: int, command: list[str]) -> Manifest:
-        """Dump the tree at `pid` and commit it. On return the tree is still frozen.
+    def checkpoint(self, pid: int, command: list[str], deadline: Deadline) -> Manifest:
+        """Dump the tree at `pid` and commit it by `deadline`. On return the tree is still frozen.
 
         If CRIU's dump fails, CRIU has let the tree run on; if anything after the dump fails, the
         tree is frozen and the caller decides (SIGCONT). Raises CrikpyError either way.
@@ -72,7 +73,8 @@ class Migrator:
                 hostname=socket.gethostname(),
                 dump_seconds=dump_seconds,
             )
-            return self.repo.commit(staging, ckpt_id, describe)
+            deadline.check("the dump")
+            return self.repo.commit(staging, ckpt_id, describe, deadline)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -38,6 +38,15 @@ class Settings:
     node_state_server_url: str | None = None
     criu_binary: str = "criu"
     log_level: str = "info"
+    grace_period: float = 30.0
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_path_style: bool = False
+    s3_part_size_mib: int = 16
+    s3_concurrency: int = 8
+    s3_sse: str | None = None
+    s3_sse_kms_key_id: str | None = None
+    s3_storage_class: str | None = None
 
     @property
     def workload_key(self) -> str:
@@ -56,6 +65,18 @@ def _str(key: str, value: Any) -> str:
 def _int(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+    return value
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config key '{key}' must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     return value
 
 
@@ -78,6 +99,15 @@ _CONFIG_KEYS = {
     "nodeStateServerURL": ("node_state_server_url", _str),
     "criuBinary": ("criu_binary", _str),
     "logLevel": ("log_level", _str),
+    "gracePeriod": ("grace_period", _seconds),
+    "s3EndpointURL": ("s3_endpoint_url", _str),
+    "s3Region": ("s3_region", _str),
+    "s3PathStyle": ("s3_path_style", _bool),
+    "s3PartSizeMiB": ("s3_part_size_mib", _int),
+    "s3Concurrency": ("s3_concurrency", _int),
+    "s3SSE": ("s3_sse", _str),
+    "s3SSEKMSKeyId": ("s3_sse_kms_key_id", _str),
+    "s3StorageClass": ("s3_storage_class", _str),
 }
 _CRIK_IMAGE_DIR = "imageDir"
 
@@ -176,5 +206,8 @@ def validate(s: Settings) -> None:
     for p in (*s.additional_paths, *s.inotify_incompatible_paths):
         if not p.startswith("/"):
             raise ConfigError(f"path '{p}' in additionalPaths/inotifyIncompatiblePaths must be absolute")
+    if s.grace_period < 2:
+        raise ConfigError(f"grace-period must be at least 2 seconds, got {s.grace_period}; "
+                          "set it to the pod's terminationGracePeriodSeconds")
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"log-level '{s.log_level}' is not one of {', '.join(LOG_LEVELS)}")

@@ -24,6 +24,7 @@ from typing import Iterable
 
 from crikpy import log
 from crikpy.checkpoint.manifest import FileEntry, Manifest, is_id
+from crikpy.deadline import Deadline
 from crikpy.errors import CheckpointNotFound, CorruptCheckpoint
 from crikpy.stores import MissingObject, PreconditionFailed, Store
 
@@ -82,7 +83,8 @@ class CheckpointRepository:
         self._pointer_id = ckpt_id
         return ckpt_id
 
-    def _write_pointer(self, ckpt_id: str | None, **context) -> None:
+    def _write_pointer(self, ckpt_id: str | None, deadline: Deadline | None = None,
+                       **context) -> None:
         if self._pointer_version is None:
             self._read_pointer()
         body = json.dumps({"id": ckpt_id, "at": _now(), **context}).encode()
@@ -91,6 +93,7 @@ class CheckpointRepository:
                 self._pointer, body,
                 if_match=self._pointer_version or None,
                 if_absent=self._pointer_version == _ABSENT,
+                deadline=deadline,
             )
             self._pointer_id = ckpt_id
         except PreconditionFailed as e:
@@ -131,23 +134,30 @@ class CheckpointRepository:
             self._log.warning("latest.clear_skipped", reason="pointer moved by another process")
 
     # committing
-    def commit(self, staging: Path, ckpt_id: str, describe: dict) -> Manifest:
+    def commit(self, staging: Path, ckpt_id: str, describe: dict,
+               deadline: Deadline | None = None) -> Manifest:
         """Upload every file under `staging`, then the manifest, then move the pointer.
 
         `describe` holds the Manifest's fields other than id and files. Raises RaceLost when the
         pointer moved since this process read it; the checkpoint stays committed but not latest.
+        Raises DeadlineExceeded when `deadline` passes first; the pointer is then untouched.
         """
         watch = log.Stopwatch()
+        rels = _walk_files(staging)
+        progress = log.TransferProgress("upload", sum((staging / r).stat().st_size for r in rels),
+                                        id=ckpt_id)
         files: list[FileEntry] = []
-        for rel in _walk_files(staging):
-            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", str(staging / rel))
+        for rel in rels:
+            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", str(staging / rel),
+                                         progress=progress, deadline=deadline)
             files.append(FileEntry(rel, digest.size, digest.sha256))
         manifest = Manifest(id=ckpt_id, files=files, **describe)
         self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
-                       bytes=manifest.total_bytes, seconds=watch.elapsed())
+                       bytes=manifest.total_bytes, seconds=watch.elapsed(),
+                       mb_per_s=progress.rate())
         self.store.put_bytes(f"{self._ckpt(ckpt_id)}/manifest.json", manifest.to_json(),
-                             if_absent=True)
-        self._write_pointer(ckpt_id)
+                             if_absent=True, deadline=deadline)
+        self._write_pointer(ckpt_id, deadline)
         self._log.info("checkpoint.committed", id=ckpt_id, bytes=manifest.total_bytes,
                        seconds=watch.elapsed())
         self.prune(ckpt_id)
@@ -156,12 +166,13 @@ class CheckpointRepository:
     def fetch(self, manifest: Manifest, dest: Path) -> None:
         """Download every file and check it against the manifest before anyone reads it."""
         watch = log.Stopwatch()
+        progress = log.TransferProgress("download", manifest.total_bytes, id=manifest.id)
         for entry in manifest.files:
             target = dest / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 digest = self.store.get_file(f"{self._ckpt(manifest.id)}/files/{entry.path}",
-                                             str(target))
+                                             str(target), progress=progress)
             except MissingObject:
                 raise CorruptCheckpoint(f"checkpoint {manifest.id}: file {entry.path} is missing")
             if (digest.size, digest.sha256) != (entry.size, entry.sha256):
@@ -171,7 +182,8 @@ class CheckpointRepository:
                     f"{entry.sha256[:12]})"
                 )
         self._log.info("checkpoint.fetched", id=manifest.id, files=len(manifest.files),
-                       bytes=manifest.total_bytes, seconds=watch.elapsed())
+                       bytes=manifest.total_bytes, seconds=watch.elapsed(),
+                       mb_per_s=progress.rate())
 
     # inspection and housekeeping
     def list(self) -> list[CheckpointInfo]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import BinaryIO, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
 
 from crikpy.errors import StoreError
+
+if TYPE_CHECKING:
+    from crikpy.deadline import Deadline
 
 CHUNK = 1024 * 1024
 
@@ -38,17 +41,24 @@ class MissingObject(StoreError):
     """A key that the store does not hold."""
 
 
+Progress = Callable[[int], None]  # called with each chunk's size as bytes move
+
+
 class Store(Protocol):
     url: str
 
-    def put_file(self, key: str, path: str) -> Digest:
-        """Upload a local file; the digest is computed from the bytes as they are sent."""
+    def put_file(self, key: str, path: str, *, progress: Progress | None = None,
+                 deadline: "Deadline | None" = None) -> Digest:
+        """Upload a local file; the digest is computed from the bytes as they are sent.
 
-    def get_file(self, key: str, path: str) -> Digest:
+        Transient failures are retried until `deadline` (DeadlineExceeded after it).
+        """
+
+    def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
         """Download to a local file, hashing as the bytes arrive; MissingObject if absent."""
 
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
-                  if_absent: bool = False) -> str:
+                  if_absent: bool = False, deadline: "Deadline | None" = None) -> str:
         """Write a small object, optionally only if its tag is `if_match` or it is absent.
 
         Raises PreconditionFailed when the condition does not hold. Returns the new tag.
@@ -63,8 +73,8 @@ class Store(Protocol):
     def delete(self, key: str) -> None:
         """Remove one key; absent keys are fine."""
 
-
-Progress = Callable[[int], None]
+    def describe_credentials(self) -> str:
+        """Where the credentials came from (never the secret), for `crikpy check`."""
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO, progress: Progress | None = None) -> Digest:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from crikpy.errors import StoreError
-from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Versioned,
+from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Versioned,
                                 copy_hashing)
 
 _TMP_MARK = ".tmp-"
@@ -52,14 +52,17 @@ class FileStore:
         except OSError as e:
             raise StoreError(f"cannot write {final} in store {self.url}: {e.strerror}") from e
 
-    def put_file(self, key: str, path: str) -> Digest:
+    def put_file(self, key: str, path: str, *, progress: Progress | None = None,
+                 deadline=None) -> Digest:
+        if deadline:
+            deadline.check(f"writing {key} to {self.url}")
         with open(path, "rb") as src, self._writing(key) as dst:
-            return copy_hashing(src, dst)
+            return copy_hashing(src, dst, progress)
 
-    def get_file(self, key: str, path: str) -> Digest:
+    def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
         try:
             with open(self._path(key), "rb") as src, open(path, "wb") as dst:
-                return copy_hashing(src, dst)
+                return copy_hashing(src, dst, progress)
         except FileNotFoundError as e:
             raise MissingObject(f"object '{key}' is missing from store {self.url}") from e
         except OSError as e:
@@ -79,7 +82,9 @@ class FileStore:
             os.close(fd)
 
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
-                  if_absent: bool = False) -> str:
+                  if_absent: bool = False, deadline=None) -> str:
+        if deadline:
+            deadline.check(f"writing {key} to {self.url}")
         with self._locked():
             if if_match is not None or if_absent:
                 current = self.get_bytes(key)
@@ -122,6 +127,10 @@ class FileStore:
                 parent.rmdir()
         except OSError:
             pass  # a non-empty parent ends the pruning
+
+
+    def describe_credentials(self) -> str:
+        return "none needed (a local directory)"
 
 
 def _etag(data: bytes) -> str:

@@ -1,0 +1,372 @@
+"""s3:// store: checkpoints in a bucket, so a pod can come back on any node.
+
+Transfers use the link without holding a checkpoint in memory: files above one part go up as
+multipart uploads with `concurrency` parts in flight and come down as ranged GETs the same way;
+either way at most `concurrency` parts are in RAM. The sha256 is computed in order as the bytes
+pass, so there is no second read. Transient failures (5xx, SlowDown, throttling, resets,
+timeouts) are retried with exponential backoff and jitter, bounded by the caller's deadline;
+permanent ones (AccessDenied, NoSuchBucket, bad credentials) fail at once with what to fix.
+
+Conditional writes (If-None-Match / If-Match) make the latest pointer safe against a second
+writer; a server that ignores them is detected once, and crikpy warns and writes without them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import os
+import secrets
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterator, TypeVar
+
+import boto3
+import botocore.exceptions
+import tenacity
+from botocore.config import Config
+
+from crikpy import log
+from crikpy.deadline import Deadline, DeadlineExceeded
+from crikpy.errors import ConfigError, StoreError
+from crikpy.stores.base import Digest, MissingObject, PreconditionFailed, Progress, Versioned
+
+MIB = 1024 * 1024
+T = TypeVar("T")
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+                    "ConditionalRequestConflict", "RequestLimitExceeded", "BadDigest"}
+_PERMANENT_HINTS = {
+    "AccessDenied": "the credentials may not do this; grant s3:GetObject, s3:PutObject, "
+                    "s3:DeleteObject and s3:ListBucket on the bucket",
+    "NoSuchBucket": "the bucket does not exist; create it or fix --store",
+    "InvalidAccessKeyId": "the access key is unknown to this endpoint; check the credentials "
+                          "and --s3-endpoint-url",
+    "SignatureDoesNotMatch": "the secret key does not match; check the credentials",
+    "InvalidBucketName": "the bucket name is not valid; fix --store",
+    "AuthorizationHeaderMalformed": "the region is wrong for this bucket; set --s3-region",
+    "PermanentRedirect": "the bucket lives in another region; set --s3-region",
+}
+# Without a deadline (a restore, the CLI), transient failures still stop after this long.
+_UNBOUNDED_RETRY_SECONDS = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Options:
+    """Every S3 setting in one object, like s3transfer's TransferConfig."""
+
+    endpoint_url: str | None = None  # None: boto3's own (AWS_ENDPOINT_URL, config files)
+    region: str | None = None  # None: boto3's own (AWS_REGION, AWS_DEFAULT_REGION, ...)
+    path_style: bool = False
+    part_size: int = 16 * MIB
+    concurrency: int = 8
+    sse: str | None = None  # "AES256" (SSE-S3) or "aws:kms"
+    sse_kms_key_id: str | None = None
+    storage_class: str | None = None
+    list_page_size: int = 1000
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.part_size < 5 * MIB:
+            raise ConfigError(f"s3 part size must be at least 5 MiB (S3's minimum), "
+                              f"got {self.part_size // MIB} MiB")
+        if not 1 <= self.concurrency <= 64:
+            raise ConfigError(f"s3 concurrency must be between 1 and 64, got {self.concurrency}")
+        if self.sse not in (None, "AES256", "aws:kms"):
+            raise ConfigError(f"s3 server-side encryption '{self.sse}' is not AES256 or aws:kms")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ConfigError("an SSE-KMS key id needs --s3-sse aws:kms")
+
+    def write_args(self) -> dict:
+        """Arguments every object write carries: encryption and storage class."""
+        args = {}
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        if self.storage_class:
+            args["StorageClass"] = self.storage_class
+        return args
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
+        self.bucket, self.prefix, self.options = bucket, prefix.strip("/"), options
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._session = boto3.session.Session()
+        config = Config(
+            region_name=options.region,
+            s3={"addressing_style": "path" if options.path_style else "auto"},
+            # crikpy retries itself, bounded by the checkpoint's deadline.
+            retries={"total_max_attempts": 1},
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            max_pool_connections=options.concurrency + 4,
+        )
+        self._client = self._session.client("s3", endpoint_url=options.endpoint_url,
+                                            config=config)
+        self._conditional_writes: bool | None = None  # None: not probed yet
+        self._log = log.get().bind(store=self.url)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    # calls, retried
+    def _call(self, what: str, fn: Callable[[], T], deadline: Deadline | None = None) -> T:
+        started = time.monotonic()
+
+        def out_of_time(state: tenacity.RetryCallState) -> bool:
+            if deadline is not None:
+                return deadline.remaining() <= 0.5
+            return time.monotonic() - started > _UNBOUNDED_RETRY_SECONDS
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            self._log.warning("store.retry", call=what, attempt=state.attempt_number,
+                              error=_describe(state.outcome.exception()))
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_transient), stop=out_of_time,
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+            before_sleep=log_retry, reraise=True, sleep=_sleeper(deadline),
+        )
+        try:
+            if deadline is not None:
+                deadline.check(what)
+            return retrying(fn)
+        except botocore.exceptions.ClientError as e:
+            code = _code(e)
+            if code in ("PreconditionFailed",):
+                raise PreconditionFailed(f"{what}: the object changed meanwhile") from e
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise MissingObject(f"{what}: no such object in {self.url}") from e
+            hint = _PERMANENT_HINTS.get(code, "")
+            raise StoreError(f"{what} in {self.url} failed: {_describe(e)}"
+                             + (f"; {hint}" if hint else "")) from e
+        except botocore.exceptions.NoCredentialsError as e:
+            raise StoreError(f"no AWS credentials found for {self.url}; set AWS_ACCESS_KEY_ID/"
+                             "AWS_SECRET_ACCESS_KEY, a profile, IRSA or an instance role") from e
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            if deadline is not None and deadline.remaining() <= 0.5:
+                raise DeadlineExceeded(f"{what} in {self.url} did not finish before the "
+                                       f"checkpoint deadline (last error: {_describe(e)})") from e
+            raise StoreError(f"{what} in {self.url} failed: {_describe(e)}; is the endpoint "
+                             "reachable?") from e
+
+    # large objects
+    def put_file(self, key: str, path: str, *, progress: Progress | None = None,
+                 deadline: Deadline | None = None) -> Digest:
+        size = os.path.getsize(path)
+        if size <= self.options.part_size:
+            with open(path, "rb") as f:
+                data = f.read()
+            self._call(f"upload of {key}", lambda: self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data,
+                **self.options.write_args()), deadline)
+            if progress:
+                progress(len(data))
+            return Digest(len(data), hashlib.sha256(data).hexdigest())
+        return self._put_multipart(key, path, progress, deadline)
+
+    def _put_multipart(self, key: str, path: str, progress: Progress | None,
+                       deadline: Deadline | None) -> Digest:
+        full = self._key(key)
+        upload_id = self._call(f"start of upload {key}", lambda: self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=full, **self.options.write_args()), deadline)["UploadId"]
+        sha, size, parts = hashlib.sha256(), 0, []
+        in_flight: collections.deque[tuple[int, int, Future]] = collections.deque()
+
+        def upload(number: int, body: bytes) -> str:
+            return self._call(f"upload of {key} part {number}", lambda: self._client.upload_part(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body),
+                deadline)["ETag"]
+
+        def settle_oldest() -> None:
+            number, length, future = in_flight.popleft()
+            parts.append({"PartNumber": number, "ETag": future.result()})
+            if progress:
+                progress(length)
+
+        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-put")
+        try:
+            with open(path, "rb") as f:
+                number = 0
+                while body := f.read(self.options.part_size):
+                    number += 1
+                    sha.update(body)
+                    size += len(body)
+                    in_flight.append((number, len(body), pool.submit(upload, number, body)))
+                    del body  # only the in-flight parts stay in memory
+                    if len(in_flight) >= self.options.concurrency:
+                        settle_oldest()
+            while in_flight:
+                settle_oldest()
+            self._call(f"completion of upload {key}", lambda: self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id,
+                MultipartUpload={"Parts": parts}), deadline)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._abort(full, upload_id)
+            raise
+        pool.shutdown()
+        return Digest(size, sha.hexdigest())
+
+    def _abort(self, full_key: str, upload_id: str) -> None:
+        try:  # one try, no retries: the upload is being abandoned, often for lack of time
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
+                                                UploadId=upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            self._log.warning("store.abort_failed", key=full_key,
+                              detail="a lifecycle rule for incomplete uploads cleans this up")
+
+    def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
+        full = self._key(key)
+        size = self._call(f"size of {key}", lambda: self._client.head_object(
+            Bucket=self.bucket, Key=full))["ContentLength"]
+        part = self.options.part_size
+        ranges = collections.deque((start, min(start + part, size) - 1)
+                                   for start in range(0, size, part))
+        sha, written = hashlib.sha256(), 0
+
+        def fetch(first: int, last: int) -> bytes:
+            def read() -> bytes:
+                body = self._client.get_object(Bucket=self.bucket, Key=full,
+                                               Range=f"bytes={first}-{last}")["Body"]
+                data = body.read()
+                if len(data) != last - first + 1:
+                    raise botocore.exceptions.IncompleteReadError(
+                        actual_bytes=len(data), expected_bytes=last - first + 1)
+                return data
+            return self._call(f"download of {key} bytes {first}-{last}", read)
+
+        in_flight: collections.deque[Future] = collections.deque()
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool, \
+                open(path, "wb") as out:
+            try:
+                while ranges or in_flight:
+                    while ranges and len(in_flight) < self.options.concurrency:
+                        in_flight.append(pool.submit(fetch, *ranges.popleft()))
+                    data = in_flight.popleft().result()  # in order: hashing as bytes arrive
+                    sha.update(data)
+                    out.write(data)
+                    written += len(data)
+                    if progress:
+                        progress(len(data))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        return Digest(written, sha.hexdigest())
+
+    # small objects
+    def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
+                  if_absent: bool = False, deadline: Deadline | None = None) -> str:
+        conditions = {}
+        if if_absent:
+            conditions["IfNoneMatch"] = "*"
+        if if_match:
+            conditions["IfMatch"] = if_match
+        if conditions and not self._supports_conditional_writes(deadline):
+            conditions = {}
+        try:
+            resp = self._call(f"write of {key}", lambda: self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, **conditions,
+                **self.options.write_args()), deadline)
+        except MissingObject as e:  # some servers answer If-Match on a missing key with 404
+            raise PreconditionFailed(f"write of {key}: the object is gone") from e
+        return resp["ETag"]
+
+    def _supports_conditional_writes(self, deadline: Deadline | None) -> bool:
+        """Probe once: a second If-None-Match write of the same key must be refused."""
+        if self._conditional_writes is None:
+            probe = self._key(f".crikpy-conditional-probe-{secrets.token_hex(6)}")
+
+            def put():
+                return self._client.put_object(Bucket=self.bucket, Key=probe, Body=b"",
+                                               IfNoneMatch="*")
+            try:
+                self._call("conditional-write probe", put, deadline)
+                self._call("conditional-write probe", put, deadline)
+                self._conditional_writes = False
+            except PreconditionFailed:
+                self._conditional_writes = True
+            except StoreError as e:
+                if isinstance(e, DeadlineExceeded) or "NotImplemented" not in str(e):
+                    raise
+                self._conditional_writes = False
+            finally:
+                try:
+                    self._client.delete_object(Bucket=self.bucket, Key=probe)
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                    pass  # a leftover empty probe object harms nothing
+            if not self._conditional_writes:
+                self._log.warning("store.conditional_writes_unsupported",
+                                  detail="this server ignores If-None-Match/If-Match; two pods "
+                                         "with the same name could overwrite each other's pointer")
+        return self._conditional_writes
+
+    def get_bytes(self, key: str) -> Versioned | None:
+        def read():
+            resp = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return Versioned(resp["Body"].read(), resp["ETag"])
+        try:
+            return self._call(f"read of {key}", read)
+        except MissingObject:
+            return None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix)
+        strip = len(self._key(""))
+        token = None
+        while True:
+            args = dict(Bucket=self.bucket, Prefix=full, MaxKeys=self.options.list_page_size)
+            if token:
+                args["ContinuationToken"] = token
+            page = self._call(f"listing of {prefix}", lambda: self._client.list_objects_v2(**args))
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def delete(self, key: str) -> None:
+        self._call(f"delete of {key}", lambda: self._client.delete_object(
+            Bucket=self.bucket, Key=self._key(key)))
+
+    def describe_credentials(self) -> str:
+        creds = self._session.get_credentials()
+        if creds is None:
+            return "none found"
+        return f"{creds.method} (access key {creds.access_key[:4]}...)"
+
+
+def _code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _status(e: botocore.exceptions.ClientError) -> int:
+    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _is_transient(e: BaseException) -> bool:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return _status(e) >= 500 or _code(e) in _TRANSIENT_CODES
+    return isinstance(e, (botocore.exceptions.ConnectionError,
+                          botocore.exceptions.HTTPClientError,
+                          botocore.exceptions.IncompleteReadError,
+                          ConnectionError, TimeoutError))
+
+
+def _describe(e: BaseException | None) -> str:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return f"{_code(e)} (HTTP {_status(e)})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _sleeper(deadline: Deadline | None) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        if deadline is not None:
+            seconds = max(0.0, min(seconds, deadline.remaining() - 0.5))
+        time.sleep(seconds)
+    return sleep
+
