@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import os
 import secrets
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, TypeVar
@@ -48,8 +49,6 @@ _PERMANENT_HINTS = {
     "AuthorizationHeaderMalformed": "the region is wrong for this bucket; set --s3-region",
     "PermanentRedirect": "the bucket lives in another region; set --s3-region",
 }
-# Without a deadline (a restore, the CLI), transient failures still stop after this long.
-_UNBOUNDED_RETRY_SECONDS = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +66,8 @@ class S3Options:
     list_page_size: int = 1000
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    # Without a deadline (a restore, the CLI), transient failures stop being retried after this.
+    retry_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         if self.part_size < 5 * MIB:
@@ -115,12 +116,39 @@ class S3Store:
 
     # calls, retried
     def _call(self, what: str, fn: Callable[[], T], deadline: Deadline | None = None) -> T:
+        """Run one S3 call, retrying transient failures, and translate what finally fails.
+
+        With a deadline the call is also abandoned when the deadline passes mid-request (a
+        hung connection must not outlive the grace period); its thread is left to die.
+        """
+        if deadline is None:
+            return self._retrying(what, fn, None)
+        deadline.check(what)
+        outcome: dict = {}
+
+        def attempt() -> None:
+            try:
+                outcome["value"] = self._retrying(what, fn, deadline)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+                outcome["error"] = e
+
+        worker = threading.Thread(target=attempt, name="s3-call", daemon=True)
+        worker.start()
+        worker.join(max(0.0, deadline.remaining()))
+        if worker.is_alive():
+            raise DeadlineExceeded(f"{what} in {self.url} did not finish before the checkpoint "
+                                   "deadline")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _retrying(self, what: str, fn: Callable[[], T], deadline: Deadline | None) -> T:
         started = time.monotonic()
 
         def out_of_time(state: tenacity.RetryCallState) -> bool:
             if deadline is not None:
                 return deadline.remaining() <= 0.5
-            return time.monotonic() - started > _UNBOUNDED_RETRY_SECONDS
+            return time.monotonic() - started > self.options.retry_seconds
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             self._log.warning("store.retry", call=what, attempt=state.attempt_number,
@@ -128,31 +156,35 @@ class S3Store:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_is_transient), stop=out_of_time,
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=tenacity.wait_random_exponential(multiplier=0.2, max=5.0),  # "full jitter"
             before_sleep=log_retry, reraise=True, sleep=_sleeper(deadline),
         )
         try:
-            if deadline is not None:
-                deadline.check(what)
             return retrying(fn)
-        except botocore.exceptions.ClientError as e:
-            code = _code(e)
-            if code in ("PreconditionFailed",):
-                raise PreconditionFailed(f"{what}: the object changed meanwhile") from e
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise MissingObject(f"{what}: no such object in {self.url}") from e
-            hint = _PERMANENT_HINTS.get(code, "")
-            raise StoreError(f"{what} in {self.url} failed: {_describe(e)}"
-                             + (f"; {hint}" if hint else "")) from e
-        except botocore.exceptions.NoCredentialsError as e:
-            raise StoreError(f"no AWS credentials found for {self.url}; set AWS_ACCESS_KEY_ID/"
-                             "AWS_SECRET_ACCESS_KEY, a profile, IRSA or an instance role") from e
-        except (botocore.exceptions.BotoCoreError, OSError) as e:
-            if deadline is not None and deadline.remaining() <= 0.5:
+        except Exception as e:
+            if deadline is not None and deadline.remaining() <= 0.5 and _is_transient(e):
                 raise DeadlineExceeded(f"{what} in {self.url} did not finish before the "
                                        f"checkpoint deadline (last error: {_describe(e)})") from e
-            raise StoreError(f"{what} in {self.url} failed: {_describe(e)}; is the endpoint "
-                             "reachable?") from e
+            raise self._translate(what, e) from e
+
+    def _translate(self, what: str, e: Exception) -> Exception:
+        """The StoreError a person can act on, for what a call finally failed with."""
+        if isinstance(e, botocore.exceptions.ClientError):
+            code = _code(e)
+            if code == "PreconditionFailed":
+                return PreconditionFailed(f"{what}: the object changed meanwhile")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return MissingObject(f"{what}: no such object in {self.url}")
+            hint = _PERMANENT_HINTS.get(code, "")
+            return StoreError(f"{what} in {self.url} failed: {_describe(e)}"
+                              + (f"; {hint}" if hint else ""))
+        if isinstance(e, botocore.exceptions.NoCredentialsError):
+            return StoreError(f"no AWS credentials found for {self.url}; set AWS_ACCESS_KEY_ID/"
+                              "AWS_SECRET_ACCESS_KEY, a profile, IRSA or an instance role")
+        if isinstance(e, (botocore.exceptions.BotoCoreError, OSError)):
+            return StoreError(f"{what} in {self.url} failed: {_describe(e)}; is the endpoint "
+                              "reachable?")
+        return e
 
     # large objects
     def put_file(self, key: str, path: str, *, progress: Progress | None = None,

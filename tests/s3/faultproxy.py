@@ -1,0 +1,127 @@
+"""A fault-injecting HTTP proxy between crikpy and the S3 server, for the retry and deadline tests.
+
+It forwards each request unchanged (so SigV4 signatures stay valid) unless a fault is queued:
+`503` answers SlowDown, `reset` drops the connection with a TCP RST, `delay:S` waits S seconds
+first, `hang` never answers. Faults can target requests whose method/path/query match, and
+`persistent` applies one to every request until cleared. With `ignore_conditions`, a refused
+conditional write (412) is answered 200 as a server that ignores If-None-Match/If-Match would
+(the headers are signed, so they cannot just be dropped). `max_in_flight` records how many
+requests were open at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import socket
+import struct
+import threading
+import time
+from collections import deque
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
+SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+            b"<Message>Please reduce your request rate.</Message></Error>")
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.queue: deque[tuple[str, str]] = deque()  # (fault, match)
+        self.persistent: str | None = None
+        self.seen: list[tuple[str, str, str]] = []  # (method, path, fault or "")
+        self.ignore_conditions = False
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def inject(self, fault: str, times: int = 1, match: str = "") -> None:
+        with self._lock:
+            self.queue.extend([(fault, match)] * times)
+
+    def next_fault(self, method: str, path: str) -> str:
+        with self._lock:
+            if self.persistent:
+                return self.persistent
+            for i, (fault, match) in enumerate(self.queue):
+                if match in f"{method} {path}":
+                    del self.queue[i]
+                    return fault
+        return ""
+
+    def faults_seen(self) -> list[str]:
+        return [f for _, _, f in self.seen if f]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(proxy: FaultProxy):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _relay(self):
+            with proxy._lock:
+                proxy.in_flight += 1
+                proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+            try:
+                self._relay_one()
+            finally:
+                with proxy._lock:
+                    proxy.in_flight -= 1
+
+        def _relay_one(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            fault = proxy.next_fault(self.command, self.path)
+            proxy.seen.append((self.command, self.path, fault))
+            if fault == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+                return
+            if fault == "hang":
+                time.sleep(3600)
+                return
+            if fault.startswith("delay:"):
+                time.sleep(float(fault.split(":")[1]))
+            if fault == "503":
+                self.send_response(503)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(SLOWDOWN)))
+                self.end_headers()
+                self.wfile.write(SLOWDOWN)
+                return
+            upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            resp = upstream.getresponse()
+            data = resp.read()
+            if resp.status == 412 and proxy.ignore_conditions:
+                self.send_response(200)
+                self.send_header("ETag", '"ignored-condition"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":
+                    self.send_header(k, v)
+            length = resp.getheader("Content-Length") if self.command == "HEAD" else len(data)
+            self.send_header("Content-Length", str(length or 0))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            upstream.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+    return Handler
