@@ -6,31 +6,15 @@ from the workload's own output, never from crikpy's say-so alone.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
-import urllib.request
 
 import pytest
 
-from tests.e2e.podman import CHECKPOINT_DIR, REPO, RUN_FLAGS, events, numbers, podman
+from tests.e2e.evidence import check_journal, check_stateful_generation, counts, states
+from tests.e2e.podman import CHECKPOINT_DIR, RUN_FLAGS, events, podman
 
 pytestmark = pytest.mark.e2e
-
-
-def _stateful_app():
-    spec = importlib.util.spec_from_file_location("stateful_app", REPO / "images/stateful/app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _states(container) -> list[dict]:
-    return [json.loads(ln.split(" ", 1)[1]) for ln in container.lines("stateful ")]
-
-
-def _counts(container) -> list[int]:
-    return numbers(container.lines("count "), r"^count (\d+)")
 
 
 def _free_port() -> int:
@@ -48,79 +32,54 @@ def test_counter_continues_across_three_migrations(images, containers, volume):
     seen: list[int] = []
     for generation in range(4):
         c = containers(images["counter"], volume=volume, env={"CRIKPY_NAME": "counter"})
-        c.wait_for(lambda _: len(_counts(c)) >= 5, what="five counts")
+        c.wait_for(lambda _: len(counts(c)) >= 5, what="five counts")
         assert c.stop() == 0
-        counts = _counts(c)
+        got = counts(c)
         expected_first = seen[-1] + 1 if seen else 0
-        assert counts[0] == expected_first, f"generation {generation} did not carry on: {counts[:3]}"
-        assert counts == list(range(counts[0], counts[0] + len(counts))), "a count repeated or skipped"
+        assert got[0] == expected_first, f"generation {generation} did not carry on: {got[:3]}"
+        assert got == list(range(got[0], got[0] + len(got))), "a count repeated or skipped"
         logs = c.logs()
         assert len(events(logs, "checkpoint.committed")) == 1
         assert len(events(logs, "restore.done")) == (1 if generation else 0)
-        seen += counts
+        seen += got
 
 
 def test_stateful_workload_keeps_memory_children_file_and_socket(images, containers, volume):
-    app = _stateful_app()
     port = _free_port()
     env = {"CRIKPY_NAME": "stateful", "PORT": str(port), "STATE_MIB": "256"}
     previous = None
     for generation in range(4):
         c = containers(images["stateful"], volume=volume, env=env)
-        c.wait_for(lambda _: len(_states(c)) >= 3, what="three ticks")
-        first = _states(c)[0]
-
-        # The listening socket answers, from the same process that prints.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-            served = json.load(resp)
-        assert served["pid"] == first["pid"] and served["tick"] >= first["tick"]
-
-        # Memory: the digest the process reports equals one rebuilt from scratch for that tick.
-        assert first["digest"] == app.expected_digest("crikpy", 256, first["tick"])
-
-        if previous is None:
-            assert first["tick"] == 0
-        else:
-            assert first["tick"] == previous["tick"] + 1, "the workload did not carry on"
-            assert first["pid"] == previous["pid"]
-            assert first["children"].keys() == previous["children"].keys(), "children replaced"
-            for pid, beat in first["children"].items():
-                assert beat >= previous["children"][pid], f"child {pid} started over"
-            assert first["journal_bytes"] > previous["journal_bytes"]
-            assert events(c.logs(), "restore.done")
-
+        first = check_stateful_generation(c, previous, port, 256)
         if generation == 3:
-            journal = c.exec("cat", "/var/lib/stateful/journal.log").splitlines()
-            ticks = numbers(journal, r"^tick (\d+)$")
-            assert ticks == list(range(len(ticks))), "journal lost or repeated a line"
-            assert ticks[-1] >= first["tick"]
+            check_journal(c, first["tick"])
         assert c.stop() == 0
         assert events(c.logs(), "checkpoint.committed")
-        previous = _states(c)[-1]
+        previous = states(c)[-1]
 
 
 def test_natural_exit_clears_latest_and_next_start_is_cold(images, containers, volume):
     env = {"CRIKPY_NAME": "finite", "COUNT_TO": "30", "EXIT_CODE": "3"}
     first = containers(images["counter"], volume=volume, env=env)
-    first.wait_for(lambda _: len(_counts(first)) >= 3, what="three counts")
+    first.wait_for(lambda _: len(counts(first)) >= 3, what="three counts")
     assert first.stop() == 0
 
     restored = containers(images["counter"], volume=volume, env=env)
     assert restored.wait() == 3, "crikpy did not exit with the workload's own code"
-    counts = _counts(restored)
-    assert counts[0] == _counts(first)[-1] + 1 and counts[-1] == 30
+    got = counts(restored)
+    assert got[0] == counts(first)[-1] + 1 and got[-1] == 30
     assert events(restored.logs(), "latest.cleared")
 
     cold = containers(images["counter"], volume=volume, env=env)
-    cold.wait_for(lambda _: len(_counts(cold)) >= 2, what="two counts")
-    assert _counts(cold)[0] == 0
+    cold.wait_for(lambda _: len(counts(cold)) >= 2, what="two counts")
+    assert counts(cold)[0] == 0
     assert events(cold.logs(), "restore.skipped")
 
 
 def test_corrupt_checkpoint_is_quarantined_and_start_is_cold(images, containers, volume):
     env = {"CRIKPY_NAME": "counter"}
     first = containers(images["counter"], volume=volume, env=env)
-    first.wait_for(lambda _: len(_counts(first)) >= 3, what="three counts")
+    first.wait_for(lambda _: len(counts(first)) >= 3, what="three counts")
     assert first.stop() == 0
 
     pages = max(volume.rglob("pages-*.img"), key=lambda p: p.stat().st_size)
@@ -129,8 +88,8 @@ def test_corrupt_checkpoint_is_quarantined_and_start_is_cold(images, containers,
     pages.write_bytes(bytes(data))
 
     second = containers(images["counter"], volume=volume, env=env)
-    second.wait_for(lambda _: len(_counts(second)) >= 3, what="a cold start")
-    assert _counts(second)[0] == 0
+    second.wait_for(lambda _: len(counts(second)) >= 3, what="a cold start")
+    assert counts(second)[0] == 0
     quarantined = events(second.logs(), "checkpoint.quarantined")
     assert quarantined and "does not match its manifest" in quarantined[0]["reason"]
 
@@ -142,21 +101,21 @@ def test_corrupt_checkpoint_is_quarantined_and_start_is_cold(images, containers,
     # The pod is not stuck: the next checkpoint is good and restores.
     assert second.stop() == 0
     third = containers(images["counter"], volume=volume, env=env)
-    third.wait_for(lambda _: len(_counts(third)) >= 2, what="two counts")
-    assert _counts(third)[0] == _counts(second)[-1] + 1
+    third.wait_for(lambda _: len(counts(third)) >= 2, what="two counts")
+    assert counts(third)[0] == counts(second)[-1] + 1
 
 
 def test_failed_dump_shuts_workload_down_and_keeps_previous_checkpoint(images, containers, volume):
     env = {"CRIKPY_NAME": "perf", "STATE_MIB": "8"}
     first = containers(images["stateful"], volume=volume, env=env)
-    first.wait_for(lambda _: len(_states(first)) >= 2, what="two ticks")
+    first.wait_for(lambda _: len(states(first)) >= 2, what="two ticks")
     assert first.stop() == 0
     committed = events(first.logs(), "checkpoint.committed")[0]["id"]
 
     second = containers(images["stateful"], volume=volume, env=env)
-    second.wait_for(lambda _: len(_states(second)) >= 1, what="a tick")
+    second.wait_for(lambda _: len(states(second)) >= 1, what="a tick")
     second.kill("USR1")  # forwarded by crikpy; the workload opens an fd CRIU cannot dump
-    second.wait_for(lambda _: any(s["perf_fds"] for s in _states(second)), what="the perf fd")
+    second.wait_for(lambda _: any(s["perf_fds"] for s in states(second)), what="the perf fd")
     assert second.stop() == 128 + 15, "the workload did not get SIGTERM after the failed dump"
     logs = second.logs()
     assert "perf_event" in events(logs, "checkpoint.failed")[0]["error"]
@@ -165,9 +124,9 @@ def test_failed_dump_shuts_workload_down_and_keeps_previous_checkpoint(images, c
     pointer = json.loads((volume / "perf" / "latest.json").read_text())
     assert pointer["id"] == committed
     third = containers(images["stateful"], volume=volume, env=env)
-    third.wait_for(lambda _: len(_states(third)) >= 1, what="a tick")
+    third.wait_for(lambda _: len(states(third)) >= 1, what="a tick")
     assert events(third.logs(), "restore.done")[0]["id"] == committed
-    assert _states(third)[0]["tick"] == _states(first)[-1]["tick"] + 1
+    assert states(third)[0]["tick"] == states(first)[-1]["tick"] + 1
 
 
 def test_check_passes_in_a_privileged_container(images, volume):
