@@ -53,7 +53,7 @@ def _common(f):
                           "[default: off]."),
         click.option("--s3-part-size", "s3_part_size_mib", type=int,
                      envvar="CRIKPY_S3_PART_SIZE", show_envvar=True,
-                     help="Multipart part size in MiB, at least 5 [default: 16]."),
+                     help="Multipart part size in MiB, at least 5 [default: 8]."),
         click.option("--s3-concurrency", type=int, envvar="CRIKPY_S3_CONCURRENCY",
                      show_envvar=True,
                      help="Parts in flight per transfer; memory use is about part size x this "

@@ -66,7 +66,8 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         watch = log.Stopwatch()
         try:
             migrator.checkpoint(pid, command, deadline)
-            _log.info("checkpoint.done", pid=pid, seconds=watch.elapsed())
+            _log.info("checkpoint.done", pid=pid, seconds=watch.elapsed(),
+                      peak_rss_mib=log.peak_rss_mib())
             return True
         except RaceLost as e:
             _log.error("checkpoint.race_lost", detail=str(e),

@@ -5,6 +5,7 @@ crikpy logs to stderr so the workload's own stdout stays untouched in `kubectl l
 """
 
 import logging
+import resource
 import sys
 import time
 
@@ -69,3 +70,8 @@ class TransferProgress:
 
     def rate(self) -> float:
         return round(self.done / 1e6 / max(time.monotonic() - self._started, 1e-6), 1)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (shows that transfers stay bounded)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

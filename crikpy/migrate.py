@@ -115,7 +115,8 @@ class Migrator:
             self._put_back_additional_paths(staging / EXTRA, manifest.additional_paths)
             watch = log.Stopwatch()
             pid = self._restore_images(staging / IMAGES, manifest.stdio)
-            _log.info("restore.done", id=manifest.id, pid=pid, seconds=watch.elapsed())
+            _log.info("restore.done", id=manifest.id, pid=pid, seconds=watch.elapsed(),
+                      peak_rss_mib=log.peak_rss_mib())
             return pid
         except CrikpyError as e:
             e.restore_log = _read_or_none(staging / IMAGES / "restore.log")

@@ -42,7 +42,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_path_style: bool = False
-    s3_part_size_mib: int = 16
+    s3_part_size_mib: int = 8
     s3_concurrency: int = 8
     s3_sse: str | None = None
     s3_sse_kms_key_id: str | None = None

@@ -20,7 +20,8 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import (ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor,
+                                wait)
 from typing import Callable, Iterator, TypeVar
 
 import boto3
@@ -58,7 +59,7 @@ class S3Options:
     endpoint_url: str | None = None  # None: boto3's own (AWS_ENDPOINT_URL, config files)
     region: str | None = None  # None: boto3's own (AWS_REGION, AWS_DEFAULT_REGION, ...)
     path_style: bool = False
-    part_size: int = 16 * MIB
+    part_size: int = 8 * MIB
     concurrency: int = 8
     sse: str | None = None  # "AES256" (SSE-S3) or "aws:kms"
     sse_kms_key_id: str | None = None
@@ -206,19 +207,21 @@ class S3Store:
         full = self._key(key)
         upload_id = self._call(f"start of upload {key}", lambda: self._client.create_multipart_upload(
             Bucket=self.bucket, Key=full, **self.options.write_args()), deadline)["UploadId"]
-        sha, size, parts = hashlib.sha256(), 0, []
-        in_flight: collections.deque[tuple[int, int, Future]] = collections.deque()
+        sha, size, etags = hashlib.sha256(), 0, {}
+        in_flight: dict[Future, tuple[int, int]] = {}
 
         def upload(number: int, body: bytes) -> str:
             return self._call(f"upload of {key} part {number}", lambda: self._client.upload_part(
                 Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body),
                 deadline)["ETag"]
 
-        def settle_oldest() -> None:
-            number, length, future = in_flight.popleft()
-            parts.append({"PartNumber": number, "ETag": future.result()})
-            if progress:
-                progress(length)
+        def settle(return_when: str) -> None:
+            done, _ = wait(in_flight, return_when=return_when)
+            for future in done:
+                number, length = in_flight.pop(future)
+                etags[number] = future.result()
+                if progress:
+                    progress(length)
 
         pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-put")
         try:
@@ -226,14 +229,14 @@ class S3Store:
                 number = 0
                 while body := f.read(self.options.part_size):
                     number += 1
-                    sha.update(body)
+                    sha.update(body)  # in file order, as the parts are read
                     size += len(body)
-                    in_flight.append((number, len(body), pool.submit(upload, number, body)))
+                    in_flight[pool.submit(upload, number, body)] = (number, len(body))
                     del body  # only the in-flight parts stay in memory
                     if len(in_flight) >= self.options.concurrency:
-                        settle_oldest()
-            while in_flight:
-                settle_oldest()
+                        settle(FIRST_COMPLETED)  # any finished part frees a slot
+            settle(ALL_COMPLETED)
+            parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
             self._call(f"completion of upload {key}", lambda: self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full, UploadId=upload_id,
                 MultipartUpload={"Parts": parts}), deadline)

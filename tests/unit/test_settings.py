@@ -82,3 +82,24 @@ def test_bad_values_from_flags_are_rejected(given, message):
 def test_no_name_anywhere_is_an_error():
     with pytest.raises(ConfigError, match="no workload name"):
         resolve({}, None)
+
+
+def test_s3_and_grace_period_keys(tmp_path):
+    config = write(tmp_path, "store: s3://bucket/prefix\ns3EndpointURL: http://minio:9000\n"
+                             "s3PathStyle: true\ns3PartSizeMiB: 32\ns3Concurrency: 4\n"
+                             "s3SSE: aws:kms\ns3SSEKMSKeyId: key-1\ngracePeriod: 120\n")
+    s = resolve({"s3_concurrency": 6}, config, hostname="h")
+    assert (s.store, s.s3_endpoint_url, s.s3_path_style, s.s3_part_size_mib) == (
+        "s3://bucket/prefix", "http://minio:9000", True, 32)
+    assert (s.s3_concurrency, s.s3_sse, s.s3_sse_kms_key_id, s.grace_period) == (
+        6, "aws:kms", "key-1", 120.0)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("s3PathStyle: yes please\n", "must be true or false"),
+    ("gracePeriod: soon\n", "must be a number of seconds"),
+    ("gracePeriod: 1\n", "at least 2 seconds"),
+])
+def test_bad_s3_and_grace_values(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve({}, write(tmp_path, text), hostname="h")
