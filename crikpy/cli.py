@@ -72,8 +72,7 @@ def _common(f):
 
 
 def _settings(config_path, **given) -> settings_mod.Settings:
-    s = settings_mod.resolve(given, config_path, hostname=os.environ.get("HOSTNAME"),
-                             pod_namespace=os.environ.get("POD_NAMESPACE"))
+    s = settings_mod.resolve(given, config_path, os.environ)
     log.configure(s.log_level)
     return s
 

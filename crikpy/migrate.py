@@ -56,8 +56,7 @@ class Migrator:
             for path in self.settings.inotify_incompatible_paths:
                 shutil.rmtree(path, ignore_errors=True)
             watch = log.Stopwatch()
-            dump_seconds = self._dump(pid, staging / IMAGES)
-            self._copy_additional_paths(staging / EXTRA)
+            dump_seconds = self._dump(pid, staging / IMAGES, staging / EXTRA)
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
                       bytes=_tree_size(staging), total_seconds=watch.elapsed())
             describe = dict(
@@ -78,14 +77,22 @@ class Migrator:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _dump(self, pid: int, images: Path) -> float:
+    def _dump(self, pid: int, images: Path, extra: Path) -> float:
         images.mkdir()
         watch = log.Stopwatch()
+
+        def on_notify(stage: str, notified_pid: int) -> bool:
+            # "post-dump" comes while the tree is still frozen: the one moment when the files it
+            # uses are consistent with the memory just dumped.
+            if stage == "post-dump":
+                self._copy_additional_paths(extra)
+            return session.log_event(stage, notified_pid)
+
         fd = os.open(images, os.O_DIRECTORY)
         try:
             req = options.dump(pid, fd)
-            session.call(req, criu_binary=self.settings.criu_binary,
-                         on_notify=session.log_event, log_path=images / req.opts.log_file)
+            session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
+                         log_path=images / req.opts.log_file)
         finally:
             os.close(fd)
         return watch.elapsed()

@@ -19,6 +19,9 @@ from crikpy.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path("/etc/crikpy/config.yaml")
 DEFAULT_STORE = "file:///var/lib/crikpy/checkpoints"
 RESTORE_FAILURE_POLICIES = ("cold-start", "fail")
+CHECKPOINT_ON = ("always", "node-shutdown", "never")
+NODE_STATE_SOURCES = ("kubernetes", "crik", "aws", "gcp", "azure")
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -47,6 +50,18 @@ class Settings:
     s3_sse: str | None = None
     s3_sse_kms_key_id: str | None = None
     s3_storage_class: str | None = None
+    checkpoint_on: str = "always"
+    node_state_sources: tuple[str, ...] = ()  # empty: those that are configured (see resolve)
+    node_state_timeout: float = 3.0
+    node_name: str | None = None
+    kubernetes_api_url: str | None = None
+    kubernetes_token_path: str = f"{SERVICE_ACCOUNT}/token"
+    kubernetes_ca_path: str = f"{SERVICE_ACCOUNT}/ca.crt"
+    aws_imds_url: str = "http://169.254.169.254"
+    gcp_metadata_url: str = "http://metadata.google.internal"
+    azure_metadata_url: str = "http://169.254.169.254"
+    notice_poll_interval: float = 5.0
+    checkpoint_interval: float | None = None  # seconds; None: no periodic checkpoints
 
     @property
     def workload_key(self) -> str:
@@ -80,6 +95,29 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds from `90`, `90s`, `10m`, `1h30m`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", str(value).strip())
+        if not match or not any(match.groups()):
+            raise ConfigError(f"{key} '{value}' is not a duration; write e.g. 90s, 10m or 1h30m")
+        h, m, sec = match.groups()
+        seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(sec or 0)
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be longer than 0, got {value!r}")
+    return seconds
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key '{key}' must be a list of names, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
 def _paths(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"config key '{key}' must be a list of paths, got {value!r}")
@@ -108,6 +146,16 @@ _CONFIG_KEYS = {
     "s3SSE": ("s3_sse", _str),
     "s3SSEKMSKeyId": ("s3_sse_kms_key_id", _str),
     "s3StorageClass": ("s3_storage_class", _str),
+    "checkpointOn": ("checkpoint_on", _str),
+    "nodeStateSources": ("node_state_sources", _names),
+    "nodeStateTimeout": ("node_state_timeout", _seconds),
+    "nodeName": ("node_name", _str),
+    "kubernetesAPIURL": ("kubernetes_api_url", _str),
+    "awsIMDSURL": ("aws_imds_url", _str),
+    "gcpMetadataURL": ("gcp_metadata_url", _str),
+    "azureMetadataURL": ("azure_metadata_url", _str),
+    "noticePollInterval": ("notice_poll_interval", _seconds),
+    "checkpointInterval": ("checkpoint_interval", parse_duration),
 }
 _CRIK_IMAGE_DIR = "imageDir"
 
@@ -150,30 +198,46 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     return values
 
 
-def resolve(
-    given: Mapping[str, Any],
-    config_path: Path | None,
-    *,
-    hostname: str | None = None,
-    pod_namespace: str | None = None,
-) -> Settings:
+def resolve(given: Mapping[str, Any], config_path: Path | None,
+            env: Mapping[str, str] | None = None) -> Settings:
     """Merge flag/env values (`given`, None meaning unset) over the config file over defaults.
 
-    `hostname` and `pod_namespace` are the environment's defaults for the name and namespace
-    (the pod's name and `$POD_NAMESPACE`), used only when nothing else sets them.
+    `env` is the process environment, read here only for Kubernetes' own variables, which give
+    defaults: the pod's name ($HOSTNAME), namespace ($POD_NAMESPACE), node
+    ($KUBERNETES_NODE_NAME or $NODE_NAME) and the in-cluster API server.
     """
+    env = env or {}
     path = config_path or DEFAULT_CONFIG_PATH
     merged: dict[str, Any] = {}
-    if hostname:
-        merged["name"] = hostname
-    if pod_namespace:
-        merged["namespace"] = pod_namespace
+    for field, value in (
+        ("name", env.get("HOSTNAME")),
+        ("namespace", env.get("POD_NAMESPACE")),
+        ("node_name", env.get("KUBERNETES_NODE_NAME") or env.get("NODE_NAME")),
+    ):
+        if value:
+            merged[field] = value
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        host, port = env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT", "443")
+        merged["kubernetes_api_url"] = f"https://{host}:{port}"
     merged.update(read_config_file(path, required=config_path is not None))
     merged.update({k: v for k, v in given.items() if v is not None and v != ()})
     if "work_dir" in merged:
         merged["work_dir"] = Path(merged["work_dir"])
-    if "additional_paths" in merged:
-        merged["additional_paths"] = tuple(merged["additional_paths"])
+    for field in ("additional_paths", "node_state_sources"):
+        if isinstance(merged.get(field), (list, tuple, str)):
+            merged[field] = _names(field, merged[field]) if field == "node_state_sources" \
+                else tuple(merged[field])
+    if isinstance(merged.get("checkpoint_interval"), str):
+        merged["checkpoint_interval"] = parse_duration("checkpoint-interval",
+                                                       merged["checkpoint_interval"])
+    # crik checkpoints only when its node-state server says the node is shutting down.
+    if merged.get("node_state_server_url") and "checkpoint_on" not in merged:
+        merged["checkpoint_on"] = "node-shutdown"
+    if not merged.get("node_state_sources") and merged.get("checkpoint_on") == "node-shutdown":
+        merged["node_state_sources"] = tuple(
+            name for name, needs in (("kubernetes", "kubernetes_api_url"),
+                                     ("crik", "node_state_server_url"))
+            if merged.get(needs))
     settings = Settings(**merged)
     validate(settings)
     return settings
@@ -209,5 +273,28 @@ def validate(s: Settings) -> None:
     if s.grace_period < 2:
         raise ConfigError(f"grace-period must be at least 2 seconds, got {s.grace_period}; "
                           "set it to the pod's terminationGracePeriodSeconds")
+    if s.checkpoint_on not in CHECKPOINT_ON:
+        raise ConfigError(f"checkpoint-on '{s.checkpoint_on}' is not one of {', '.join(CHECKPOINT_ON)}")
+    for source in s.node_state_sources:
+        if source not in NODE_STATE_SOURCES:
+            raise ConfigError(f"node-state source '{source}' is unknown; use "
+                              f"{', '.join(NODE_STATE_SOURCES)}")
+    needs = {"kubernetes": ("kubernetes_api_url", "the API server URL (in-cluster, or "
+                            "--kubernetes-api-url)"),
+             "crik": ("node_state_server_url", "nodeStateServerURL")}
+    for source in s.node_state_sources:
+        if source in needs:
+            field, label = needs[source]
+            if not getattr(s, field):
+                raise ConfigError(f"node-state source '{source}' needs {label}")
+            if not s.node_name:
+                raise ConfigError(f"node-state source '{source}' needs the node's name: set "
+                                  "--node-name or $KUBERNETES_NODE_NAME from the downward API "
+                                  "(spec.nodeName)")
+    if s.checkpoint_on == "node-shutdown" and not s.node_state_sources:
+        raise ConfigError("checkpoint-on node-shutdown needs a node-state source; set "
+                          "--node-state-sources (kubernetes, crik, aws, gcp, azure)")
+    if s.node_state_timeout <= 0 or s.notice_poll_interval <= 0:
+        raise ConfigError("node-state-timeout and notice-poll-interval must be above 0")
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"log-level '{s.log_level}' is not one of {', '.join(LOG_LEVELS)}")

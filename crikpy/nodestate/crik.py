@@ -1,0 +1,27 @@
+"""crik's node-state server (`nodeStateServerURL`), so crik deployments keep working.
+
+`GET {url}/v1/nodes/{node}` answers `{"name": ..., "state": "shutting-down" | "unknown"}`.
+"""
+
+from __future__ import annotations
+
+from crikpy.nodestate import Answer, Unavailable
+from crikpy.nodestate.http import fetch, parse_json
+
+
+class CrikSource:
+    name = "crik"
+
+    def __init__(self, url: str, node: str) -> None:
+        self.url = f"{url.rstrip('/')}/v1/nodes/{node}"
+        self.node = node
+
+    def leaving(self, timeout: float) -> Answer:
+        status, body = fetch(self.url, timeout=timeout)
+        if status != 200:
+            raise Unavailable(f"crik node-state server answered HTTP {status}")
+        answer = parse_json(body, "crik's node-state server")
+        state = answer.get("state") if isinstance(answer, dict) else None
+        if not isinstance(state, str):
+            raise Unavailable("crik's node-state server answered without a state")
+        return Answer(state == "shutting-down", self.name, f"node {self.node} state: {state}")
