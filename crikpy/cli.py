@@ -112,6 +112,38 @@ def cli():
               help="Seconds from SIGTERM to the kubelet's SIGKILL (the pod's "
                    "terminationGracePeriodSeconds). A checkpoint not committed by then, less a "
                    "10% reserve, is abandoned and the workload shuts down normally [default: 30].")
+@click.option("--checkpoint-on", type=click.Choice(settings_mod.CHECKPOINT_ON),
+              envvar="CRIKPY_CHECKPOINT_ON", show_envvar=True,
+              help="What a SIGTERM means. always: checkpoint. node-shutdown: checkpoint only when "
+                   "a node-state source says the node is leaving (else shut down normally and "
+                   "clear the latest checkpoint, as on a rollout). never: plain init "
+                   "[default: always; node-shutdown when crik's nodeStateServerURL is set].")
+@click.option("--node-state-sources", envvar="CRIKPY_NODE_STATE_SOURCES", show_envvar=True,
+              help="Comma-separated, tried in order: kubernetes, crik, aws, gcp, azure. Cloud "
+                   "sources are also polled for interruption notices [default: kubernetes when "
+                   "in-cluster, crik when its URL is set].")
+@click.option("--node-state-timeout", type=float, envvar="CRIKPY_NODE_STATE_TIMEOUT",
+              show_envvar=True,
+              help="Seconds to wait for the sources' answer on SIGTERM; no answer means "
+                   "'not leaving' [default: 3].")
+@click.option("--node-name", envvar="CRIKPY_NODE_NAME", show_envvar=True,
+              help="This pod's node [default: $KUBERNETES_NODE_NAME or $NODE_NAME].")
+@click.option("--kubernetes-api-url", envvar="CRIKPY_KUBERNETES_API_URL", show_envvar=True,
+              help="[default: in-cluster, https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]")
+@click.option("--aws-imds-url", envvar="CRIKPY_AWS_IMDS_URL", show_envvar=True,
+              help="[default: http://169.254.169.254]")
+@click.option("--gcp-metadata-url", envvar="CRIKPY_GCP_METADATA_URL", show_envvar=True,
+              help="[default: http://metadata.google.internal]")
+@click.option("--azure-metadata-url", envvar="CRIKPY_AZURE_METADATA_URL", show_envvar=True,
+              help="[default: http://169.254.169.254]")
+@click.option("--notice-poll-interval", type=float, envvar="CRIKPY_NOTICE_POLL_INTERVAL",
+              show_envvar=True,
+              help="Seconds between polls of the cloud sources for an interruption notice; on "
+                   "one, crikpy checkpoints at once and stops the workload [default: 5].")
+@click.option("--checkpoint-interval", envvar="CRIKPY_CHECKPOINT_INTERVAL", show_envvar=True,
+              help="Also checkpoint every DURATION (e.g. 10m) with the workload left running, "
+                   "for nodes that vanish without notice; a restore then rewinds the workload to "
+                   "that moment [default: off].")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(command, config_path, **given):
     """Run COMMAND as PID 1's child; checkpoint it on SIGTERM, restore it on the next start.

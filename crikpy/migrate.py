@@ -43,10 +43,12 @@ class Migrator:
         path.mkdir(parents=True)
         return path
 
-    def checkpoint(self, pid: int, command: list[str], deadline: Deadline) -> Manifest:
-        """Dump the tree at `pid` and commit it by `deadline`. On return the tree is still frozen.
+    def checkpoint(self, pid: int, command: list[str], deadline: Deadline,
+                   leave_running: bool = False) -> Manifest:
+        """Dump the tree at `pid` and commit it by `deadline`.
 
-        If CRIU's dump fails, CRIU has let the tree run on; if anything after the dump fails, the
+        On return the tree is still frozen, unless `leave_running` (a periodic checkpoint). If
+        CRIU's dump fails, CRIU has let the tree run on; if anything after the dump fails, the
         tree is frozen and the caller decides (SIGCONT). Raises CrikpyError either way.
         """
         ckpt_id = new_id()
@@ -56,7 +58,7 @@ class Migrator:
             for path in self.settings.inotify_incompatible_paths:
                 shutil.rmtree(path, ignore_errors=True)
             watch = log.Stopwatch()
-            dump_seconds = self._dump(pid, staging / IMAGES, staging / EXTRA)
+            dump_seconds = self._dump(pid, staging / IMAGES, staging / EXTRA, leave_running)
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
                       bytes=_tree_size(staging), total_seconds=watch.elapsed())
             describe = dict(
@@ -77,7 +79,7 @@ class Migrator:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _dump(self, pid: int, images: Path, extra: Path) -> float:
+    def _dump(self, pid: int, images: Path, extra: Path, leave_running: bool) -> float:
         images.mkdir()
         watch = log.Stopwatch()
 
@@ -90,7 +92,7 @@ class Migrator:
 
         fd = os.open(images, os.O_DIRECTORY)
         try:
-            req = options.dump(pid, fd)
+            req = options.dump(pid, fd, leave_running=leave_running)
             session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
                          log_path=images / req.opts.log_file)
         finally:

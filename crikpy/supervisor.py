@@ -5,10 +5,14 @@ Signal rules (tini's, plus one):
   interrupts a checkpoint half-way; children start with an empty mask.
 - SIGCHLD: every exited child is reaped (orphans included: crikpy is PID 1 or a subreaper). When
   the workload's root exits, the loop ends with its code, or 128+N if signal N killed it.
-- SIGTERM, while a checkpoint is wanted: `on_sigterm(pid)` is asked to checkpoint. When it
-  commits, the frozen tree is killed and the loop ends with 0. When it fails, the tree is let run
-  on (SIGCONT) and SIGTERM is forwarded, so the workload shuts down as if crikpy were not there.
-  A checkpoint is tried once; later SIGTERMs are forwarded.
+- SIGTERM, while a checkpoint is wanted: `on_sigterm(pid)` decides and checkpoints. COMMITTED:
+  the frozen tree is killed and the loop ends with 0. FAILED: the tree is let run on (SIGCONT)
+  and gets the SIGTERM, so it shuts down as if crikpy were not there. DECLINED (no checkpoint
+  wanted for this stop): the SIGTERM is forwarded. This happens once; later SIGTERMs are
+  forwarded.
+- Between signals, `on_tick(pid)` runs every half second (notices, periodic checkpoints). When it
+  returns True, a checkpoint was committed ahead of node loss with the tree left frozen: the tree
+  is killed and crikpy waits for its own SIGTERM, then exits 0.
 - Every other catchable signal goes to the workload's root process unchanged.
 - Synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) and
   SIGTTIN/SIGTTOU keep their defaults, as in tini.
@@ -31,6 +35,8 @@ _UNCAUGHT = {signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, sign
 WAITED = frozenset(signal.valid_signals()) - _UNCAUGHT
 
 EXITED, CHECKPOINTED, STOPPED = "exited", "checkpointed", "stopped"
+COMMITTED, FAILED, DECLINED = "committed", "failed", "declined"  # what on_sigterm returns
+TICK_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +64,23 @@ def spawn(argv: Sequence[str]) -> int:
     return os.posix_spawnp(argv[0], list(argv), os.environ, setsid=True, setsigmask=())
 
 
-def supervise(pid: int, on_sigterm: Callable[[int], bool] | None) -> Outcome:
+def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
+              on_tick: Callable[[int], bool] | None = None) -> Outcome:
     """Run the loop until the workload rooted at `pid` ends; see the module's signal rules."""
     _log = log.get().bind(pid=pid)
     checkpoint_wanted = on_sigterm is not None
     forwarded_term = False
     while True:
-        info = signal.sigwaitinfo(WAITED)
+        if on_tick is None:
+            info = signal.sigwaitinfo(WAITED)
+        else:
+            info = signal.sigtimedwait(WAITED, TICK_SECONDS)
+            if info is None:
+                if on_tick(pid):
+                    _end_frozen_tree(pid)
+                    _log.info("workload.stopped", reason="checkpoint committed ahead of node loss")
+                    return _wait_for_own_sigterm()
+                continue
         sig = info.si_signo
         if sig == signal.SIGCHLD:
             status = _reap_all(pid)
@@ -76,15 +92,27 @@ def supervise(pid: int, on_sigterm: Callable[[int], bool] | None) -> Outcome:
                 return Outcome(code, how)
         elif sig == signal.SIGTERM and checkpoint_wanted:
             checkpoint_wanted = False
-            if on_sigterm(pid):
+            result = on_sigterm(pid)
+            if result == COMMITTED:
                 _end_frozen_tree(pid)
                 return Outcome(0, CHECKPOINTED)
-            procs.signal_tree(pid, signal.SIGCONT)
+            if result == FAILED:
+                procs.signal_tree(pid, signal.SIGCONT)
             _forward(pid, sig, _log)
             forwarded_term = True
         else:
             _forward(pid, sig, _log)
             forwarded_term |= sig == signal.SIGTERM
+
+
+def _wait_for_own_sigterm() -> Outcome:
+    """The workload is checkpointed and gone; the pod still runs until the node goes."""
+    while True:
+        sig = signal.sigwaitinfo(WAITED).si_signo
+        if sig == signal.SIGCHLD:
+            _reap_all(-1)
+        elif sig in (signal.SIGTERM, signal.SIGINT):
+            return Outcome(0, CHECKPOINTED)
 
 
 def _forward(pid: int, sig: int, _log) -> None:

@@ -47,10 +47,15 @@ def _common(images_dir_fd: int, log_file: str):
     return pb, opts
 
 
-def dump(pid: int, images_dir_fd: int, *, leave_stopped: bool = True, log_file: str = "dump.log"):
+def dump(pid: int, images_dir_fd: int, *, leave_running: bool = False,
+         log_file: str = "dump.log"):
+    """A final dump leaves the tree frozen (stopped); a periodic one lets it run on."""
     pb, opts = _common(images_dir_fd, log_file)
     opts.pid = pid
-    opts.leave_stopped = leave_stopped
+    if leave_running:
+        opts.leave_running = True
+    else:
+        opts.leave_stopped = True
     opts.ghost_limit = GHOST_LIMIT
     opts.network_lock = pb.SKIP
     opts.external.extend(f"mnt[{path}]:{name}" for path, name in EXTERNAL_MOUNTS)

@@ -147,3 +147,48 @@ def test_missing_criu_keeps_the_checkpoint_and_fails_clearly(tmp_path):
 def test_command_not_found_is_127(tmp_path):
     code, _ = Run(tmp_path, "/no/such/program").finish()
     assert code == 127
+
+
+@pytest.fixture
+def node_state():
+    from tests.nodestate.fakes import FakeNodeState
+
+    fake = FakeNodeState()
+    yield fake
+    fake.close()
+
+
+def node_shutdown(fake) -> list[str]:
+    return ["--checkpoint-on", "node-shutdown", "--node-state-sources", "crik",
+            "--node-name", "node-a", "--node-state-timeout", "5"]
+
+
+@pytest.mark.parametrize("crik_state, checkpoint", [("unknown", False), ("shutting-down", True)])
+def test_node_shutdown_asks_the_node_state_on_sigterm(tmp_path, node_state, crik_state,
+                                                      checkpoint):
+    node_state.crik_state = crik_state
+    config = tmp_path / "config.yaml"
+    config.write_text(f"nodeStateServerURL: {node_state.url}\n")
+    run = Run(tmp_path, sys.executable, "-c", WORKLOAD,
+              extra=[*node_shutdown(node_state), "--config", str(config)])
+    assert run.readline().startswith("ready")
+    run.proc.send_signal(signal.SIGTERM)
+    code, out = run.finish()
+    assert out.strip() == "got SIGTERM" and code == 0  # shut down normally either way here
+    [decision] = run.event("checkpoint.decision")
+    assert (decision["checkpoint"], decision["source"]) == (checkpoint, "crik")
+    if checkpoint:  # attempted; there is no CRIU on this host, so it fails and keeps the pointer
+        assert run.event("checkpoint.started") and run.event("checkpoint.failed")
+        assert not run.event("latest.cleared")
+    else:  # a rollout or scale-down: no checkpoint, and the old one is stale
+        assert not run.event("checkpoint.started")
+        assert run.event("latest.cleared")
+
+
+def test_checkpoint_on_never_is_plain_init(tmp_path):
+    run = Run(tmp_path, sys.executable, "-c", WORKLOAD, extra=["--checkpoint-on", "never"])
+    assert run.readline().startswith("ready")
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish()[0] == 0
+    assert run.event("checkpoint.decision")[0]["reason"] == "checkpoint-on never"
+    assert not run.event("checkpoint.started")
