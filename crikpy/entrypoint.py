@@ -72,7 +72,7 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         _log.info("workload.started", pid=pid, command=command)
 
     declined = False
-    notice_handled = False
+    notice_handled = stopped_for_notice = False
     next_periodic = time.monotonic() + (settings.checkpoint_interval or 0)
 
     def checkpoint(pid: int, deadline: Deadline, reason: str, leave_running: bool = False) -> bool:
@@ -93,19 +93,23 @@ def run(settings: Settings, command: Sequence[str]) -> int:
                        action="the workload runs on; the previous checkpoint stays latest")
         return False
 
-    def on_sigterm(pid: int) -> str:
-        nonlocal declined
-        deadline = Deadline.for_grace_period(settings.grace_period)
+    def log_lead_time() -> None:
+        """How much earlier than SIGTERM the notice came: time the upload did not have to wait."""
         if watcher and watcher.seen_at:
             _log.info("notice.lead_time", source=watcher.source,
                       seconds=round(time.monotonic() - watcher.seen_at, 1))
+
+    def on_sigterm(pid: int) -> str:
+        nonlocal declined
+        deadline = Deadline.for_grace_period(settings.grace_period)
+        log_lead_time()
         if not _checkpoint_wanted(settings, sources, watcher):
             declined = True
             return supervisor.DECLINED
         return supervisor.COMMITTED if checkpoint(pid, deadline, "sigterm") else supervisor.FAILED
 
     def on_tick(pid: int) -> bool:
-        nonlocal notice_handled, next_periodic
+        nonlocal notice_handled, stopped_for_notice, next_periodic
         if watcher and watcher.notice and not notice_handled:
             notice_handled = True
             lead = NOTICE_LEAD_SECONDS.get(watcher.source, settings.grace_period)
@@ -114,6 +118,7 @@ def run(settings: Settings, command: Sequence[str]) -> int:
             if checkpoint(pid, deadline, f"notice: {watcher.notice}"):
                 _log.info("notice.checkpoint_committed", source=watcher.source,
                           seconds_after_notice=round(time.monotonic() - watcher.seen_at, 1))
+                stopped_for_notice = True
                 return True
             procs.signal_tree(pid, signal.SIGCONT)
         if settings.checkpoint_interval and time.monotonic() >= next_periodic:
@@ -126,6 +131,8 @@ def run(settings: Settings, command: Sequence[str]) -> int:
     outcome = supervisor.supervise(pid, on_sigterm, on_tick if wants_ticks else None)
     if watcher:
         watcher.stop()
+    if stopped_for_notice:
+        log_lead_time()  # the SIGTERM that ended the wait after a notice checkpoint
     if outcome.how == supervisor.EXITED or declined:
         why = "workload exited" if outcome.how == supervisor.EXITED else "stopped without checkpoint"
         repo.clear_latest(reason=f"{why}, code {outcome.exit_code}")
