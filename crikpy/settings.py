@@ -113,7 +113,7 @@ def parse_duration(key: str, value: Any) -> float:
 def _names(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config key '{key}' must be a list of names, got {value!r}")
     return tuple(v.strip() for v in value)
 

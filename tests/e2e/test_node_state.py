@@ -88,3 +88,22 @@ def test_spot_notice_checkpoints_before_sigterm_and_the_workload_continues(image
     fake.spot_action = None  # the pod comes back on a node without a notice
     second = containers(images["stateful"], volume=volume, env=env)
     check_stateful_generation(second, last, port, 256)
+
+
+def test_periodic_checkpoints_survive_a_node_that_vanishes_without_notice(images, containers,
+                                                                        volume):
+    env = {"CRIKPY_NAME": "counter", "CRIKPY_CHECKPOINT_INTERVAL": "2s"}
+    first = containers(images["counter"], volume=volume, env=env)
+    first.wait_for(lambda text: len(events(text, "checkpoint.committed")) >= 2, timeout=60,
+                   what="two periodic checkpoints")
+    first.kill("KILL")  # no SIGTERM, no notice: the machine is simply gone
+    first.wait()
+    seen = counts(first)
+    assert seen == list(range(len(seen))), "the workload stalled or skipped while checkpointed"
+    assert all(e["reason"] == "periodic" for e in events(first.logs(), "checkpoint.started"))
+
+    second = containers(images["counter"], volume=volume, env=env)
+    second.wait_for(lambda _: len(counts(second)) >= 2, what="the restored counter")
+    resumed = counts(second)[0]
+    assert 0 < resumed <= seen[-1] + 1, "not restored from a periodic checkpoint"
+    assert events(second.logs(), "restore.done")

@@ -1,25 +1,49 @@
-"""The Kubernetes example parses and wires crikpy the way crikpy reads its settings."""
+"""The Kubernetes examples parse and wire crikpy the way crikpy reads its settings."""
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from crikpy.settings import DEFAULT_CONFIG_PATH, read_config_file
+from crikpy.settings import DEFAULT_CONFIG_PATH, read_config_file, resolve
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
-def test_statefulset_example_is_wired_for_crikpy(tmp_path):
-    docs = {d["kind"]: d for d in yaml.safe_load_all((MANIFESTS / "statefulset.yaml").read_text())}
+def load(name: str) -> dict:
+    return {d["kind"]: d for d in yaml.safe_load_all((MANIFESTS / name).read_text())}
+
+
+@pytest.mark.parametrize("name", ["statefulset.yaml", "statefulset-s3-spot.yaml"])
+def test_example_is_wired_for_crikpy(name, tmp_path):
+    docs = load(name)
     pod = docs["StatefulSet"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["securityContext"]["privileged"] is True
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    assert env == {"CRIKPY_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert env["CRIKPY_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["config"] == str(DEFAULT_CONFIG_PATH.parent)
 
-    # The ConfigMap's config file is one crikpy accepts.
+    # The ConfigMap's config file is one crikpy accepts, in the pod's environment.
     config = tmp_path / "config.yaml"
     config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
-    assert read_config_file(config, required=True)["store"] == "file://" + mounts["checkpoints"]
+    pod_env = {"HOSTNAME": "trainer-0", "POD_NAMESPACE": "default", "KUBERNETES_NODE_NAME": "n",
+               "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    settings = resolve({}, config, pod_env)
+    if "checkpoints" in mounts:
+        assert read_config_file(config, required=True)["store"] == "file://" + mounts["checkpoints"]
+    else:
+        assert settings.store.startswith("s3://")
+        assert settings.grace_period == pod["terminationGracePeriodSeconds"]
+
+
+def test_spot_example_can_read_its_node():
+    docs = load("statefulset-s3-spot.yaml")
+    [rule] = docs["ClusterRole"]["rules"]
+    assert rule["resources"] == ["nodes"] and set(rule["verbs"]) == {"get", "list", "watch"}
+    assert docs["ClusterRoleBinding"]["subjects"][0]["name"] == docs["ServiceAccount"]["metadata"]["name"]
+    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    assert env["KUBERNETES_NODE_NAME"] == "spec.nodeName"
