@@ -122,9 +122,10 @@ def run(settings: Settings, command: Sequence[str]) -> int:
                 return True
             procs.signal_tree(pid, signal.SIGCONT)
         if settings.checkpoint_interval and time.monotonic() >= next_periodic:
-            interval = settings.checkpoint_interval
-            checkpoint(pid, Deadline.after(min(interval, 600)), "periodic", leave_running=True)
-            next_periodic = time.monotonic() + interval
+            # As long as any checkpoint may take: a SIGTERM arriving meanwhile waits for it.
+            checkpoint(pid, Deadline.for_grace_period(settings.grace_period), "periodic",
+                       leave_running=True)
+            next_periodic = time.monotonic() + settings.checkpoint_interval
         return False
 
     wants_ticks = bool(settings.checkpoint_interval or (watcher and watcher.sources))
