@@ -268,3 +268,15 @@ def test_check_command_proves_bucket_writable_and_names_credential_source(s3_ser
     [line] = [ln for ln in out.stdout.splitlines() if ln.split()[1] == "store"]
     assert line.startswith("ok") and "credentials: env" in line
     assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in out.stdout + out.stderr
+
+
+def test_long_transfers_log_progress(proxy, tmp_path):
+    store = make_store(proxy.endpoint, concurrency=1)
+    proxy.persistent = "delay:0.5"  # 6 parts one at a time: over 3 s, past one progress interval
+    repo = CheckpointRepository(store, "app")
+    with capture_logs() as logs:
+        repo.commit(staged(tmp_path, 28 * MIB), new_id(), DESCRIBE)
+    progress = [e for e in logs if e["event"] == "transfer.progress"]
+    assert progress, "no progress event during a long upload"
+    assert progress[0]["direction"] == "upload" and progress[0]["total_bytes"] > 28 * MIB
+    assert 0 < progress[0]["percent"] < 100 and progress[0]["mb_per_s"] > 0

@@ -1,0 +1,140 @@
+"""When to checkpoint a running workload: on SIGTERM, on an interruption notice, periodically.
+
+- SIGTERM: --checkpoint-on decides. `always` checkpoints; `never` declines; `node-shutdown` asks
+  the node-state sources (or takes a notice already seen) and declines when the node stays.
+- A cloud interruption notice: checkpoint at once with the cloud's lead time as the deadline;
+  once committed, the supervisor stops the workload and waits for crikpy's own SIGTERM.
+- --checkpoint-interval: checkpoint with the workload left running.
+The supervisor calls `on_sigterm` and `on_tick`; this module never touches processes beyond
+resuming a tree whose notice checkpoint failed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from crikpy import log, procs, supervisor
+from crikpy.checkpoint.commit import RaceLost
+from crikpy.deadline import Deadline
+from crikpy.errors import CrikpyError
+from crikpy.migrate import Migrator
+from crikpy.nodestate import policy as nodestate_policy
+from crikpy.settings import Settings
+
+_log = log.get()
+# How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
+NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
+
+
+class Triggers:
+    def __init__(self, settings: Settings, migrator: Migrator, command: list[str]) -> None:
+        self.settings, self.migrator, self.command = settings, migrator, command
+        self.sources = nodestate_policy.build_sources(settings)
+        self.watcher = None
+        if settings.checkpoint_on != "never":
+            self.watcher = nodestate_policy.NoticeWatcher(
+                self.sources, settings.notice_poll_interval).start()
+        self.declined = False  # a SIGTERM came and no checkpoint was wanted
+        self._notice_handled = self._stopped_for_notice = False
+        self._next_periodic = time.monotonic() + (settings.checkpoint_interval or 0)
+        if settings.checkpoint_interval:
+            _log_incremental_support(settings)
+
+    @property
+    def wants_ticks(self) -> bool:
+        return bool(self.settings.checkpoint_interval or (self.watcher and self.watcher.sources))
+
+    def stop(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+        if self._stopped_for_notice:
+            self._log_lead_time()  # the SIGTERM that ended the wait after a notice checkpoint
+
+    def on_sigterm(self, pid: int) -> str:
+        deadline = Deadline.for_grace_period(self.settings.grace_period)
+        self._log_lead_time()
+        if not self._checkpoint_wanted():
+            self.declined = True
+            return supervisor.DECLINED
+        committed = self._checkpoint(pid, deadline, "sigterm")
+        return supervisor.COMMITTED if committed else supervisor.FAILED
+
+    def on_tick(self, pid: int) -> bool:
+        """True when a notice checkpoint was committed and the frozen tree should be ended."""
+        watcher = self.watcher
+        if watcher and watcher.notice and not self._notice_handled:
+            self._notice_handled = True
+            lead = NOTICE_LEAD_SECONDS.get(watcher.source, self.settings.grace_period)
+            deadline = Deadline.for_grace_period(max(lead, self.settings.grace_period),
+                                                 started=watcher.seen_at)
+            if self._checkpoint(pid, deadline, f"notice: {watcher.notice}"):
+                _log.info("notice.checkpoint_committed", source=watcher.source,
+                          seconds_after_notice=round(time.monotonic() - watcher.seen_at, 1))
+                self._stopped_for_notice = True
+                return True
+            procs.signal_tree(pid, signal.SIGCONT)
+        if self.settings.checkpoint_interval and time.monotonic() >= self._next_periodic:
+            # As long as any checkpoint may take: a SIGTERM arriving meanwhile waits for it.
+            self._checkpoint(pid, Deadline.for_grace_period(self.settings.grace_period),
+                             "periodic", leave_running=True)
+            self._next_periodic = time.monotonic() + self.settings.checkpoint_interval
+        return False
+
+    def _checkpoint(self, pid: int, deadline: Deadline, reason: str,
+                    leave_running: bool = False) -> bool:
+        _log.info("checkpoint.started", pid=pid, reason=reason,
+                  seconds_left=round(deadline.remaining(), 1))
+        watch = log.Stopwatch()
+        try:
+            self.migrator.checkpoint(pid, self.command, deadline, leave_running)
+            _log.info("checkpoint.done", pid=pid, reason=reason, seconds=watch.elapsed(),
+                      peak_rss_mib=log.peak_rss_mib())
+            return True
+        except RaceLost as e:
+            _log.error("checkpoint.race_lost", detail=str(e),
+                       action="another process with this name committed first; this checkpoint "
+                              "stays aside")
+        except CrikpyError as e:
+            _log.error("checkpoint.failed", reason=reason, error=str(e), seconds=watch.elapsed(),
+                       action="the workload runs on; the previous checkpoint stays latest")
+        return False
+
+    def _log_lead_time(self) -> None:
+        """How much earlier than SIGTERM the notice came: time the upload did not have to wait."""
+        if self.watcher and self.watcher.seen_at:
+            _log.info("notice.lead_time", source=self.watcher.source,
+                      seconds=round(time.monotonic() - self.watcher.seen_at, 1))
+
+    def _checkpoint_wanted(self) -> bool:
+        """What this SIGTERM means, by --checkpoint-on; logs the decision and who made it."""
+        settings, watcher = self.settings, self.watcher
+        if settings.checkpoint_on == "never":
+            _log.info("checkpoint.decision", checkpoint=False, reason="checkpoint-on never")
+            return False
+        if settings.checkpoint_on == "always":
+            return True
+        if watcher and watcher.notice:
+            _log.info("checkpoint.decision", checkpoint=True, source=watcher.source,
+                      detail=watcher.notice)
+            return True
+        watch = log.Stopwatch()
+        answer = nodestate_policy.decide(self.sources, settings.node_state_timeout)
+        if answer is None:
+            _log.info("checkpoint.decision", checkpoint=False, source=None,
+                      seconds=watch.elapsed(),
+                      detail=f"no node-state source answered within "
+                             f"{settings.node_state_timeout} s")
+            return False
+        _log.info("checkpoint.decision", checkpoint=answer.leaving, source=answer.source,
+                  detail=answer.detail, seconds=watch.elapsed())
+        return answer.leaving
+
+
+def _log_incremental_support(settings: Settings) -> None:
+    from crikpy.criu import preflight  # noqa: PLC0415
+
+    finding = preflight.soft_dirty_finding(settings.criu_binary)
+    _log.info("checkpoint.periodic", interval_seconds=settings.checkpoint_interval,
+              dirty_tracking=finding.status == preflight.OK, detail=finding.detail,
+              mode="full dumps")
