@@ -13,7 +13,6 @@ writer; a server that ignores them is detected once, and crikpy warns and writes
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import os
@@ -166,7 +165,10 @@ class S3Store:
             if deadline is not None and deadline.remaining() <= 0.5 and _is_transient(e):
                 raise DeadlineExceeded(f"{what} in {self.url} did not finish before the "
                                        f"checkpoint deadline (last error: {_describe(e)})") from e
-            raise self._translate(what, e) from e
+            translated = self._translate(what, e)
+            if translated is e:
+                raise
+            raise translated from e
 
     def _translate(self, what: str, e: Exception) -> Exception:
         """The StoreError a person can act on, for what a call finally failed with."""
@@ -260,8 +262,7 @@ class S3Store:
         size = self._call(f"size of {key}", lambda: self._client.head_object(
             Bucket=self.bucket, Key=full))["ContentLength"]
         part = self.options.part_size
-        ranges = collections.deque((start, min(start + part, size) - 1)
-                                   for start in range(0, size, part))
+        ranges = [(start, min(start + part, size) - 1) for start in range(0, size, part)]
         sha, written = hashlib.sha256(), 0
 
         def fetch(first: int, last: int) -> bytes:
@@ -275,19 +276,31 @@ class S3Store:
                 return data
             return self._call(f"download of {key} bytes {first}-{last}", read)
 
-        in_flight: collections.deque[Future] = collections.deque()
+        # Parts arrive in any order but are hashed and written in order; those that come early
+        # wait in `arrived`. At most 2 x concurrency parts are held, so memory stays bounded.
+        in_flight: dict[Future, int] = {}
+        arrived: dict[int, bytes] = {}
+        next_submit = next_write = 0
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool, \
                 open(path, "wb") as out:
             try:
-                while ranges or in_flight:
-                    while ranges and len(in_flight) < self.options.concurrency:
-                        in_flight.append(pool.submit(fetch, *ranges.popleft()))
-                    data = in_flight.popleft().result()  # in order: hashing as bytes arrive
-                    sha.update(data)
-                    out.write(data)
-                    written += len(data)
-                    if progress:
-                        progress(len(data))
+                while next_write < len(ranges):
+                    while (next_submit < len(ranges)
+                           and len(in_flight) < self.options.concurrency
+                           and len(in_flight) + len(arrived) < 2 * self.options.concurrency):
+                        in_flight[pool.submit(fetch, *ranges[next_submit])] = next_submit
+                        next_submit += 1
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        arrived[in_flight.pop(future)] = future.result()
+                    while next_write in arrived:
+                        data = arrived.pop(next_write)
+                        sha.update(data)
+                        out.write(data)
+                        written += len(data)
+                        next_write += 1
+                        if progress:
+                            progress(len(data))
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

@@ -6,13 +6,14 @@ on 127.0.0.1 like a pod reaches its object store.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import pytest
 
 from tests.e2e.evidence import check_journal, check_stateful_generation, counts, states
-from tests.e2e.podman import events
+from tests.e2e.podman import RUN_FLAGS, events, podman
 from tests.harness.s3server import BUCKET, free_port
 from tests.s3.faultproxy import FaultProxy
 
@@ -40,6 +41,13 @@ def test_stateful_workload_migrates_through_s3_only(images, containers, s3_serve
         assert events(logs, "checkpoint.committed")
         assert events(logs, "checkpoint.uploaded")[0]["files"] > 10
         previous = states(c)[-1]
+
+    # What the bucket holds, as `crikpy checkpoints list` shows it: the newest two (retention).
+    listing = podman("run", "--rm", *RUN_FLAGS, *[f"-e{k}={v}" for k, v in env.items()],
+                     "--entrypoint", "crikpy", images["crikpy"], "checkpoints", "list", "--json")
+    infos = json.loads(listing.stdout)
+    assert [(i["status"], i["latest"]) for i in infos] == [("committed", False),
+                                                           ("committed", True)]
 
 
 def test_store_outage_at_checkpoint_lets_workload_shut_down_and_keeps_previous(
