@@ -250,12 +250,14 @@ class S3Store:
         return Digest(size, sha.hexdigest())
 
     def _abort(self, full_key: str, upload_id: str) -> None:
-        try:  # one try, no retries: the upload is being abandoned, often for lack of time
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
-                                                UploadId=upload_id)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-            self._log.warning("store.abort_failed", key=full_key,
-                              detail="a lifecycle rule for incomplete uploads cleans this up")
+        def abort() -> None:
+            try:
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
+                                                    UploadId=upload_id)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                self._log.warning("store.abort_failed", key=full_key,
+                                  detail="a lifecycle rule for incomplete uploads cleans this up")
+        _in_background(abort)
 
     def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
         full = self._key(key)
@@ -343,10 +345,7 @@ class S3Store:
                     raise
                 self._conditional_writes = False
             finally:
-                try:
-                    self._client.delete_object(Bucket=self.bucket, Key=probe)
-                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                    pass  # a leftover empty probe object harms nothing
+                _in_background(lambda: self._client.delete_object(Bucket=self.bucket, Key=probe))
             if not self._conditional_writes:
                 self._log.warning("store.conditional_writes_unsupported",
                                   detail="this server ignores If-None-Match/If-Match; two pods "
@@ -386,6 +385,16 @@ class S3Store:
         if creds is None:
             return "none found"
         return f"{creds.method} (access key {creds.access_key[:4]}...)"
+
+
+def _in_background(cleanup: Callable[[], object]) -> None:
+    """Best-effort cleanup that must not hold up a checkpoint racing its deadline (one try)."""
+    def run() -> None:
+        try:
+            cleanup()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            pass  # a leftover probe object or part list harms nothing and is cleaned up later
+    threading.Thread(target=run, name="s3-cleanup", daemon=True).start()
 
 
 def _code(e: botocore.exceptions.ClientError) -> str:

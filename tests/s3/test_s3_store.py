@@ -280,3 +280,13 @@ def test_long_transfers_log_progress(proxy, tmp_path):
     assert progress, "no progress event during a long upload"
     assert progress[0]["direction"] == "upload" and progress[0]["total_bytes"] > 28 * MIB
     assert 0 < progress[0]["percent"] < 100 and progress[0]["mb_per_s"] > 0
+
+
+def test_multipart_upload_abandoned_at_the_deadline_returns_in_time(proxy, tmp_path):
+    store = make_store(proxy.endpoint)
+    src = random_file(tmp_path / "big", 20 * MIB)
+    proxy.inject("hang", times=100, match="uploadId=")  # parts hang, and so would the abort
+    deadline = Deadline.after(3)
+    with pytest.raises(DeadlineExceeded):
+        store.put_file("big", str(src), deadline=deadline)
+    assert deadline.remaining() > -2, "cleanup after the deadline held the checkpoint up"
