@@ -16,8 +16,8 @@ from typing import Sequence
 
 from crikpy import __version__, log, procs, supervisor
 from crikpy.checkpoint.commit import CheckpointRepository
-from crikpy.errors import (CorruptCheckpoint, CrikpyError, CriuUnavailable, RestoreFailed,
-                           StoreError)
+from crikpy.errors import (USAGE_EXIT_CODE, CorruptCheckpoint, CrikpyError, CriuUnavailable,
+                           RestoreFailed, StoreError)
 from crikpy.migrate import Migrator
 from crikpy.settings import Settings
 from crikpy.stores import open_store
@@ -27,7 +27,7 @@ _log = log.get()
 
 
 class NothingToRun(CrikpyError):
-    exit_code = 2
+    exit_code = USAGE_EXIT_CODE
 
 
 def run(settings: Settings, command: Sequence[str]) -> int:

@@ -57,5 +57,5 @@ class PreflightFailed(CrikpyError):
     exit_code = 9
 
 
-# click's own code for a usage error (bad flag, missing command); listed so the table is whole.
+# click's own code for a usage error (bad flag); crikpy uses it too for "nothing to run".
 USAGE_EXIT_CODE = 2

@@ -9,7 +9,7 @@ when SIGTERM arrives, but is not a notice to stop the workload early.
 from __future__ import annotations
 
 from crikpy.nodestate import Answer, Unavailable
-from crikpy.nodestate.http import fetch, parse_json
+from crikpy.nodestate.query import fetch, parse_json
 
 TOKEN_TTL = "300"
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from crikpy.nodestate import Answer, Unavailable
-from crikpy.nodestate.http import fetch, parse_json
+from crikpy.nodestate.query import fetch, parse_json
 
 LEAVING_EVENTS = ("Preempt", "Terminate")
 

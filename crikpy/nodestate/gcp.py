@@ -8,7 +8,7 @@ MIGRATE_ON_HOST_MAINTENANCE is a live migration, which the workload survives wit
 from __future__ import annotations
 
 from crikpy.nodestate import Answer, Unavailable
-from crikpy.nodestate.http import fetch
+from crikpy.nodestate.query import fetch
 
 
 class GcpSource:

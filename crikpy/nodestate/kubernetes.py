@@ -11,7 +11,7 @@ import ssl
 from pathlib import Path
 
 from crikpy.nodestate import Answer, Unavailable
-from crikpy.nodestate.http import fetch, parse_json
+from crikpy.nodestate.query import fetch, parse_json
 
 # Taint keys (or key prefixes, ending in "/") that mean "this node is going away".
 LEAVING_TAINTS = (
