@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh Debian machine (as root), and does
-# nothing that is already done: podman, runc and debootstrap from Debian, a virtualenv in .venv
+# nothing that is already done: podman, runc, debootstrap and openssl (a test makes a TLS
+# certificate with it) from Debian, a virtualenv in .venv
 # with crikpy, pytest and SeaweedFS (the S3 server the tests run on 127.0.0.1), and the local base
 # image that the Containerfile starts FROM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 missing=()
-for cmd in podman runc debootstrap; do
+for cmd in podman runc debootstrap openssl; do
     command -v "$cmd" >/dev/null || missing+=("$cmd")
 done
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import ssl
 import threading
 import time
 
@@ -28,7 +29,8 @@ def node(name: str = "node-a", *, cordoned: bool = False, taints: list[str] = ()
 class FakeNodeState:
     """One server answering all five protocols; tests change its attributes to change answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (certificate, key) files to serve HTTPS, as the real API server does."""
         self.nodes = {"node-a": node()}
         self.crik_state = "unknown"
         self.spot_action: dict | None = None
@@ -41,8 +43,14 @@ class FakeNodeState:
         self.requests: list[str] = []
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def close(self) -> None:
         self._server.shutdown()

@@ -151,3 +151,23 @@ def test_notice_watcher_reports_the_first_notice(fake):
         assert watcher.seen_at is not None
     finally:
         watcher.stop()
+
+
+def test_kubernetes_in_cluster_https_with_the_service_account_ca(tmp_path, token):
+    # In-cluster, the API server speaks HTTPS with a certificate signed by the cluster CA that is
+    # mounted beside the token; a server with a self-signed certificate plays both parts here.
+    import subprocess
+
+    cert, key = tmp_path / "ca.crt", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=kubernetes", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    fake = FakeNodeState(tls=(str(cert), str(key)))
+    try:
+        fake.nodes["node-a"] = node(cordoned=True)
+        source = KubernetesSource(fake.url, "node-a", token, cert)
+        assert source.leaving(3).leaving is True
+        with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            KubernetesSource(fake.url, "node-a", token, tmp_path / "no-ca.crt").leaving(3)
+    finally:
+        fake.close()
