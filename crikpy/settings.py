@@ -221,12 +221,13 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
         merged["kubernetes_api_url"] = f"https://{host}:{port}"
     merged.update(read_config_file(path, required=config_path is not None))
     merged.update({k: v for k, v in given.items() if v is not None and v != ()})
+    # Flag values arrive as text or tuples; config-file values were converted when read.
     if "work_dir" in merged:
         merged["work_dir"] = Path(merged["work_dir"])
-    for field in ("additional_paths", "node_state_sources"):
-        if isinstance(merged.get(field), (list, tuple, str)):
-            merged[field] = _names(field, merged[field]) if field == "node_state_sources" \
-                else tuple(merged[field])
+    if "additional_paths" in merged:
+        merged["additional_paths"] = tuple(merged["additional_paths"])
+    if "node_state_sources" in merged:
+        merged["node_state_sources"] = _names("node-state-sources", merged["node_state_sources"])
     if isinstance(merged.get("checkpoint_interval"), str):
         merged["checkpoint_interval"] = parse_duration("checkpoint-interval",
                                                        merged["checkpoint_interval"])

@@ -128,7 +128,6 @@ class FileStore:
         except OSError:
             pass  # a non-empty parent ends the pruning
 
-
     def describe_credentials(self) -> str:
         return "none needed (a local directory)"
 
