@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from crikpy.nodestate import Answer, Unavailable
-from crikpy.nodestate.query import fetch, parse_json
+from crikpy.nodestate.query import fetch_json
 
 LEAVING_EVENTS = ("Preempt", "Terminate")
 
@@ -18,10 +18,8 @@ class AzureSource:
         self.url = f"{url.rstrip('/')}/metadata/scheduledevents?api-version=2020-07-01"
 
     def notice(self, timeout: float) -> str | None:
-        status, body = fetch(self.url, timeout=timeout, headers={"Metadata": "true"})
-        if status != 200:
-            raise Unavailable(f"Azure scheduled events answered HTTP {status}")
-        answer = parse_json(body, "Azure scheduled events")
+        answer = fetch_json(self.url, timeout=timeout, what="Azure scheduled events",
+                            headers={"Metadata": "true"})
         events = answer.get("Events") if isinstance(answer, dict) else None
         if not isinstance(events, list):
             raise Unavailable("Azure scheduled events answered without an Events list")

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from crikpy.nodestate import Answer, Unavailable
-from crikpy.nodestate.query import fetch, parse_json
+from crikpy.nodestate.query import fetch_json
 
 
 class CrikSource:
@@ -17,10 +17,7 @@ class CrikSource:
         self.node = node
 
     def leaving(self, timeout: float) -> Answer:
-        status, body = fetch(self.url, timeout=timeout)
-        if status != 200:
-            raise Unavailable(f"crik node-state server answered HTTP {status}")
-        answer = parse_json(body, "crik's node-state server")
+        answer = fetch_json(self.url, timeout=timeout, what="crik's node-state server")
         state = answer.get("state") if isinstance(answer, dict) else None
         if not isinstance(state, str):
             raise Unavailable("crik's node-state server answered without a state")

@@ -30,3 +30,12 @@ def parse_json(body: bytes, what: str) -> Any:
         return json.loads(body)
     except ValueError as e:
         raise Unavailable(f"{what} answered something that is not JSON") from e
+
+
+def fetch_json(url: str, *, timeout: float, what: str,
+               headers: dict[str, str] | None = None) -> Any:
+    """The JSON of a 200 answer; Unavailable for any other status or for a body that is not JSON."""
+    status, body = fetch(url, timeout=timeout, headers=headers)
+    if status != 200:
+        raise Unavailable(f"{what} answered HTTP {status}")
+    return parse_json(body, what)
