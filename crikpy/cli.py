@@ -6,7 +6,6 @@ Every error ends in one line on stderr, `crikpy: error: ...`, and an exit code o
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import secrets
@@ -16,11 +15,12 @@ from pathlib import Path
 import click
 
 from crikpy import __version__, log, settings as settings_mod
-from crikpy.errors import CrikpyError, PreflightFailed
+from crikpy.errors import (EXIT_CODES, INTERNAL_EXIT_CODE, USAGE_EXIT_CODE, CrikpyError,
+                           PreflightFailed)
 
-EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `run`; "
-          "2 usage, 3 config, 4 store, 5 checkpoint not found, 6 corrupt checkpoint, "
-          "7 restore failed, 8 CRIU, 9 check found a problem.")
+EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `run`; crikpy's "
+          "own: " + ", ".join(f"{code} {text.split(':')[0].split(' (')[0]}"
+                              for code, text in EXIT_CODES.items()) + ".")
 
 
 def _common(f):
@@ -144,6 +144,19 @@ def cli():
               help="Also checkpoint every DURATION (e.g. 10m) with the workload left running, "
                    "for nodes that vanish without notice; a restore then rewinds the workload to "
                    "that moment [default: off].")
+@click.option("--after-failed-checkpoint", type=click.Choice(settings_mod.AFTER_FAILED_CHECKPOINT),
+              envvar="CRIKPY_AFTER_FAILED_CHECKPOINT", show_envvar=True,
+              help="When a checkpoint failed and the workload then shut down on its SIGTERM, "
+                   "the previous checkpoint is older than the state it shut down from. clear: "
+                   "the next start is cold, as without crikpy. keep: the next start restores the "
+                   "previous checkpoint, rewinding the workload [default: clear].")
+@click.option("--restore-attempts", type=int, envvar="CRIKPY_RESTORE_ATTEMPTS", show_envvar=True,
+              help="Restores of one checkpoint that may fail (the pod exits and restarts between "
+                   "them) before it is quarantined and the previous one is tried [default: 3].")
+@click.option("--notice-wait", envvar="CRIKPY_NOTICE_WAIT", show_envvar=True,
+              help="After a notice checkpoint, how long to wait for SIGTERM before exiting "
+                   "anyway (the node stayed), so that the container restarts and restores "
+                   "[default: the cloud's lead time plus the grace period].")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(command, config_path, **given):
     """Run COMMAND as PID 1's child; checkpoint it on SIGTERM, restore it on the next start.
@@ -210,7 +223,8 @@ def _repo(config_path, given):
     from crikpy.stores import open_store  # noqa: PLC0415
 
     s = _settings(config_path, **given)
-    return CheckpointRepository(open_store(s.store, s), s.workload_key, s.keep_checkpoints)
+    return CheckpointRepository(open_store(s.store, s), s.workload_key, s.keep_checkpoints,
+                                s.longest_checkpoint)
 
 
 @checkpoints.command("list", epilog=EPILOG)
@@ -248,6 +262,19 @@ def delete(config_path, checkpoint_id, **given):
     click.echo(f"deleted {checkpoint_id}")
 
 
+@checkpoints.command(epilog=EPILOG)
+@_common
+@click.argument("checkpoint_id", metavar="ID")
+def release(config_path, checkpoint_id, **given):
+    """Take a checkpoint out of quarantine, so that a start restores it again.
+
+    Its failed-attempt count is reset. It becomes the latest checkpoint unless a newer one is.
+    """
+    became_latest = _repo(config_path, given).release(checkpoint_id)
+    click.echo(f"released {checkpoint_id}" + ("; it is the latest checkpoint" if became_latest
+                                              else "; a newer checkpoint stays latest"))
+
+
 def main() -> None:
     log.configure()
     try:
@@ -256,10 +283,16 @@ def main() -> None:
         code = 130
     except click.ClickException as e:
         e.show()
-        code = e.exit_code
+        code = USAGE_EXIT_CODE
     except CrikpyError as e:
         click.echo(f"crikpy: error: {e}", err=True)
         code = e.exit_code
+    except Exception as e:  # noqa: BLE001  (a bug: one line and the traceback in the log)
+        log.get().error("crikpy.internal_error", error=f"{type(e).__name__}: {e}",
+                        exc_info=True)
+        click.echo(f"crikpy: internal error: {type(e).__name__}: {e}; this is a bug in crikpy, "
+                   "please report it with the log", err=True)
+        code = INTERNAL_EXIT_CODE
     sys.exit(code or 0)
 
 

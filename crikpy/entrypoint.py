@@ -1,12 +1,12 @@
 """What `crikpy run` does, start to finish.
 
 1. Block signals (the supervisor waits for them) and become a subreaper when not PID 1.
-2. If the store's latest pointer names a checkpoint, restore it; if that fails, quarantine it and
-   cold-start the command (or stop, with --on-restore-failure=fail).
-3. Otherwise start the command, above the PID floor.
+2. Restore what the latest pointer names (crikpy.recovery says what a failure means), or
+3. start the command cold, above the PID floor.
 4. Supervise; crikpy.triggers says when to checkpoint (SIGTERM, notices, periodic).
-5. When the workload ends on its own, or is stopped without a checkpoint being wanted, its last
-   checkpoint is stale: clear the latest pointer so the next start is cold.
+5. When the workload ends on its own, or after a SIGTERM with no checkpoint wanted, or (by
+   default, --after-failed-checkpoint) after one that failed, its last checkpoint is older than
+   the state it ended in: clear the latest pointer so the next start is cold.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from crikpy import __version__, log, procs, supervisor
+from crikpy import __version__, log, procs, recovery, supervisor
+from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository
-from crikpy.errors import (USAGE_EXIT_CODE, CorruptCheckpoint, CrikpyError, CriuUnavailable,
-                           RestoreFailed, StoreError)
+from crikpy.deadline import Deadline, sigterm_arrived_at
+from crikpy.errors import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, USAGE_EXIT_CODE, CrikpyError
 from crikpy.migrate import Migrator
 from crikpy.settings import Settings
 from crikpy.stores import open_store
@@ -35,13 +36,15 @@ def run(settings: Settings, command: Sequence[str]) -> int:
     supervisor.block_signals()
     if os.getpid() != 1:
         procs.set_child_subreaper()
+    extras.check_savable(settings.additional_paths)
     repo = CheckpointRepository(open_store(settings.store, settings), settings.workload_key,
-                                settings.keep_checkpoints)
+                                settings.keep_checkpoints, settings.longest_checkpoint)
     migrator = Migrator(settings, repo)
     _log.info("crikpy.started", version=__version__, store=settings.store,
               workload=settings.workload_key, command=command or None)
-    pid, restored_command = _restore_latest(settings, repo, migrator)
+    pid, restored_command = recovery.restore_latest(settings, repo, migrator)
     if pid is not None:
+        _raise_pid_floor(settings)
         if command and command != restored_command:
             _log.warning("restore.command_differs", given=command, restored=restored_command)
         command = restored_command
@@ -54,50 +57,39 @@ def run(settings: Settings, command: Sequence[str]) -> int:
             pid = supervisor.spawn(command)
         except OSError as e:
             _log.error("workload.not_started", command=command, error=e.strerror)
-            return 127 if isinstance(e, FileNotFoundError) else 126
+            return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE
         _log.info("workload.started", pid=pid, command=command)
 
     triggers = Triggers(settings, migrator, command)
     outcome = supervisor.supervise(pid, triggers.on_sigterm,
-                                   triggers.on_tick if triggers.wants_ticks else None)
+                                   triggers.on_tick if triggers.wants_ticks else None,
+                                   notice_wait=triggers.notice_wait())
     triggers.stop()
-    if outcome.how == supervisor.EXITED or triggers.declined:
-        why = "workload exited" if outcome.how == supervisor.EXITED else "stopped without checkpoint"
-        repo.clear_latest(reason=f"{why}, code {outcome.exit_code}")
-        _log.info("latest.cleared", reason=why, exit_code=outcome.exit_code)
+    _clear_stale_pointer(settings, repo, outcome, triggers)
     return outcome.exit_code
 
 
-def _restore_latest(settings: Settings, repo: CheckpointRepository,
-                    migrator: Migrator) -> tuple[int | None, list[str]]:
-    """Restore what the latest pointer names: (root PID, its command), or (None, []) to cold-start."""
+def _clear_stale_pointer(settings: Settings, repo: CheckpointRepository,
+                         outcome: supervisor.Outcome, triggers: Triggers) -> None:
+    """The workload ended in a state newer than its last checkpoint: make the next start cold."""
+    if outcome.how == supervisor.EXITED:
+        why = "workload exited"
+    elif triggers.declined:
+        why = "stopped without checkpoint"
+    elif triggers.failed and settings.after_failed_checkpoint == "clear":
+        why = "checkpoint failed, then the workload shut down"
+    else:
+        return
+    # After a SIGTERM, the kubelet's SIGKILL comes at the end of the grace period.
+    arrived = sigterm_arrived_at()
+    deadline = (Deadline(arrived + settings.grace_period - 0.5) if arrived is not None
+                else Deadline.after(30.0))
     try:
-        ckpt_id = repo.latest_id()
-    except CorruptCheckpoint as e:
-        repo.clear_latest(reason=str(e))
-        return _after_failure(settings, "pointer", e)
-    if ckpt_id is None:
-        _log.info("restore.skipped", reason="no committed checkpoint")
-        return None, []
-    _log.info("restore.started", id=ckpt_id)
-    try:
-        manifest = repo.manifest(ckpt_id)
-        pid = migrator.restore(manifest)
+        repo.clear_latest(reason=f"{why}, code {outcome.exit_code}", deadline=deadline)
+        _log.info("latest.cleared", reason=why, exit_code=outcome.exit_code)
     except CrikpyError as e:
-        if isinstance(e, (StoreError, CriuUnavailable)):
-            raise  # this machine failed, not the checkpoint: keep it and stop, losing nothing
-        repo.quarantine(ckpt_id, str(e), getattr(e, "restore_log", None))
-        return _after_failure(settings, ckpt_id, e)
-    _raise_pid_floor(settings)
-    return pid, manifest.command
-
-
-def _after_failure(settings: Settings, what: str, error: CrikpyError):
-    if settings.on_restore_failure == "fail":
-        raise RestoreFailed(f"restore of {what} failed ({error}); it is quarantined; "
-                            "fix the cause or set --on-restore-failure=cold-start")
-    _log.warning("restore.failed", checkpoint=what, error=str(error), action="cold start")
-    return None, []
+        _log.warning("latest.not_cleared", reason=why, error=str(e),
+                     consequence="the next start restores the previous checkpoint")
 
 
 def _raise_pid_floor(settings: Settings) -> None:

@@ -13,17 +13,16 @@ import structlog
 
 
 def configure(level: str = "info") -> None:
-    renderer = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
+    if sys.stderr.isatty():
+        rendering = [structlog.dev.ConsoleRenderer(colors=False)]
+    else:  # a traceback becomes a field of its one JSON line, never lines of its own
+        rendering = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

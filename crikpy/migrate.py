@@ -1,10 +1,12 @@
 """Checkpoint and restore, end to end, for one workload.
 
 Checkpoint: CRIU dumps the tree into a local staging dir (the tree left frozen), additional paths
-are copied beside the images, and the repository commits it all to the store.
-Restore: the repository fetches the latest committed checkpoint and verifies every file, additional
-paths go back in place, and CRIU restores the tree as this process's child with its stdout and
-stderr reattached to ours.
+are packed beside the images, and the repository commits it all to the store. A tree that CRIU
+could dump but not restore (one on a terminal) is refused before the dump.
+Restore: the repository fetches a committed checkpoint and verifies every file, additional paths
+go back in place (undone if CRIU then fails), and CRIU restores the tree as this process's child
+with its stdout and stderr reattached to ours. A failure says whose fault it is: NodeFault for
+this node's, CorruptCheckpoint for the checkpoint's, CriuError when CRIU does not say.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import socket
 from pathlib import Path
 
 from crikpy import log, procs
+from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import Manifest, new_id
-from crikpy.criu import options, session
-from crikpy.deadline import Deadline
-from crikpy.errors import CrikpyError
+from crikpy.criu import options, preflight, session
+from crikpy.deadline import ABORT, Deadline
+from crikpy.errors import CrikpyError, CriuError, NodeFault
 from crikpy.settings import Settings
 
 IMAGES = "images"  # CRIU's images and its log, inside a checkpoint
-EXTRA = "extra"  # copies of additional paths, by absolute path, inside a checkpoint
 
 _log = log.get()
 
@@ -39,8 +41,12 @@ class Migrator:
 
     def _fresh_dir(self, label: str) -> Path:
         path = self.settings.work_dir / label
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True, mode=0o700)
+        except OSError as e:
+            raise NodeFault(f"cannot make {path} in the work dir: {e.strerror}; set --work-dir "
+                            "to a writable directory") from e
         return path
 
     def checkpoint(self, pid: int, command: list[str], deadline: Deadline,
@@ -51,14 +57,20 @@ class Migrator:
         CRIU's dump fails, CRIU has let the tree run on; if anything after the dump fails, the
         tree is frozen and the caller decides (SIGCONT). Raises CrikpyError either way.
         """
+        terminals = procs.terminal_users(pid)
+        if terminals:
+            raise CriuError(f"the workload is on a terminal ({terminals[0]}), which CRIU can dump "
+                            "but not restore in a new container; run it without a tty (no "
+                            "`podman run -t`, no `tty: true`) to checkpoint it")
         ckpt_id = new_id()
         staging = self._fresh_dir(f"dump-{ckpt_id}")
         try:
             stdio = procs.stdio_targets(pid)
-            for path in self.settings.inotify_incompatible_paths:
-                shutil.rmtree(path, ignore_errors=True)
+            if not leave_running:  # crik's rule: those paths break a dump, and the tree stops
+                for path in self.settings.inotify_incompatible_paths:
+                    shutil.rmtree(path, ignore_errors=True)
             watch = log.Stopwatch()
-            dump_seconds = self._dump(pid, staging / IMAGES, staging / EXTRA, leave_running)
+            dump_seconds = self._dump(pid, staging, leave_running, deadline)
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
                       bytes=_tree_size(staging), total_seconds=watch.elapsed())
             describe = dict(
@@ -79,70 +91,77 @@ class Migrator:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _dump(self, pid: int, images: Path, extra: Path, leave_running: bool) -> float:
+    def _dump(self, pid: int, staging: Path, leave_running: bool, deadline: Deadline) -> float:
+        images = staging / IMAGES
         images.mkdir()
         watch = log.Stopwatch()
+        failed: list[BaseException] = []
 
         def on_notify(stage: str, notified_pid: int) -> bool:
             # "post-dump" comes while the tree is still frozen: the one moment when the files it
-            # uses are consistent with the memory just dumped.
-            if stage == "post-dump":
-                self._copy_additional_paths(extra)
+            # uses are consistent with the memory just dumped. An error here must reach CRIU as
+            # a refusal, so that it fails the dump cleanly and lets the tree run on.
+            if stage == "post-dump" and self.settings.additional_paths:
+                try:
+                    extras.pack(self.settings.additional_paths, staging / extras.ARCHIVE)
+                except Exception as e:  # noqa: BLE001  (re-raised once CRIU has let go)
+                    failed.append(e)
+                    return False
             return session.log_event(stage, notified_pid)
 
         fd = os.open(images, os.O_DIRECTORY)
         try:
             req = options.dump(pid, fd, leave_running=leave_running)
             session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
-                         log_path=images / req.opts.log_file)
+                         log_path=images / req.opts.log_file, deadline=deadline)
+        except CriuError:
+            if failed:
+                raise CriuError(f"copying additional paths failed: {type(failed[0]).__name__}: "
+                                f"{failed[0]}") from failed[0]
+            raise
         finally:
             os.close(fd)
         return watch.elapsed()
 
-    def _copy_additional_paths(self, extra: Path) -> None:
-        for path in self.settings.additional_paths:
-            source = Path(path)
-            if not source.exists():
-                _log.info("additional_path.absent", path=path)
-                continue
-            target = extra / source.relative_to("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target, symlinks=True)
-            else:
-                shutil.copy2(source, target)
-
     def restore(self, manifest: Manifest) -> int:
         """Fetch, verify and restore `manifest`'s checkpoint; returns the restored root's PID.
 
-        Raises CrikpyError (CorruptCheckpoint, CriuError, StoreError) when it cannot; nothing is
-        left running then.
+        Raises NodeFault when this node cannot restore it, CorruptCheckpoint when it does not
+        verify, CriuError when CRIU fails for a reason it does not name, StoreError, or
+        Interrupted when a SIGTERM comes during the download. Nothing is left running then, and
+        additional paths are as they were.
         """
+        blocker = preflight.restore_blocker()
+        if blocker:
+            raise NodeFault(blocker)
         staging = self._fresh_dir(f"restore-{manifest.id}")
+        put_back = None
         try:
-            self.repo.fetch(manifest, staging)
-            self._put_back_additional_paths(staging / EXTRA, manifest.additional_paths)
+            self.repo.fetch(manifest, staging, Deadline.never(on_sigterm=ABORT))
+            wanted = [p for p in manifest.additional_paths if p in self.settings.additional_paths]
+            if (staging / extras.ARCHIVE).exists() and wanted:
+                put_back = extras.put_back(staging / extras.ARCHIVE, wanted)
             watch = log.Stopwatch()
             pid = self._restore_images(staging / IMAGES, manifest.stdio)
+            if put_back:
+                put_back.keep()
             _log.info("restore.done", id=manifest.id, pid=pid, seconds=watch.elapsed(),
                       peak_rss_mib=log.peak_rss_mib())
             return pid
-        except CrikpyError as e:
-            e.restore_log = _read_or_none(staging / IMAGES / "restore.log")
+        except BaseException as e:
+            if put_back:
+                put_back.undo()
+            if isinstance(e, CrikpyError):
+                criu_log = _read_or_none(staging / IMAGES / "restore.log")
+                e.restore_log = criu_log
+                if isinstance(e, CriuError) and not isinstance(e, NodeFault) and criu_log:
+                    node_fault = preflight.node_fault_in(criu_log.decode(errors="replace"))
+                    if node_fault:
+                        raise NodeFault(f"this node cannot restore checkpoint {manifest.id}: "
+                                        f"{node_fault}") from e
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def _put_back_additional_paths(self, extra: Path, paths: list[str]) -> None:
-        # Path by path, never the tree from "/": copying directory modes onto "/" or "/var" would
-        # change the container's own directories, which CRIU then finds different from the dump.
-        for path in paths:
-            saved = extra / Path(path).relative_to("/")
-            if saved.is_dir():
-                shutil.copytree(saved, path, symlinks=True, dirs_exist_ok=True)
-            elif saved.exists():
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(saved, path)
 
     def _restore_images(self, images: Path, stdio: dict[str, str]) -> int:
         # The workload's stdout/stderr were pipes of the old container; CRIU swaps each for the

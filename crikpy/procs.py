@@ -36,6 +36,28 @@ def raise_pid_floor(floor: int) -> tuple[bool, str]:
         return False, f"{NS_LAST_PID}: {e.strerror}"
 
 
+# rt_sigaction's number, by machine: glibc's sigaction() refuses its own signals 32 and 33.
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
+
+
+def default_all_signals() -> None:
+    """Give every signal its default disposition, glibc's internal 32 and 33 included.
+
+    For a child between fork and exec: an ignored signal survives exec, and CRIU carries it on
+    into every restored generation.
+    """
+    number = _SYS_RT_SIGACTION.get(os.uname().machine)
+    if number is None:  # another machine: what Python can reach
+        for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+            signal.signal(sig, signal.SIG_DFL)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    default = (ctypes.c_ulong * 4)()  # {handler SIG_DFL, flags, restorer, mask}: all zero
+    for sig in range(1, 65):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            libc.syscall(number, sig, ctypes.byref(default), None, 8)
+
+
 def unblock_signals() -> None:
     """For a child's preexec: the supervisor blocks signals to wait for them; children must not."""
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -56,13 +78,34 @@ def close_inherited_fds() -> None:
                 pass  # the fd of the listing itself, closed by now
 
 
-def parent_of(pid: int) -> int | None:
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, tty_nr, ..."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name may hold spaces and parentheses; fields resume after the last ')'.
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return stat.rsplit(")", 1)[1].split()
+
+
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def terminal_users(root: int) -> list[str]:
+    """Processes of the tree at `root` that have a terminal: a controlling tty, or a tty on fd 0-2."""
+    found = []
+    for pid in tree(root):
+        fields = _stat_fields(pid)
+        if fields and int(fields[4]) != 0:
+            found.append(f"process {pid} has a controlling terminal")
+            continue
+        for fd, target in stdio_targets(pid).items():
+            if target.startswith(("/dev/pts/", "/dev/tty", "/dev/console")):
+                found.append(f"process {pid} has {target} on fd {fd}")
+                break
+    return found
 
 
 def tree(root: int) -> list[int]:

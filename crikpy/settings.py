@@ -8,6 +8,8 @@ fills in defaults. Nothing else in crikpy reads the config file.
 from __future__ import annotations
 
 import dataclasses
+import math
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +25,9 @@ CHECKPOINT_ON = ("always", "node-shutdown", "never")
 NODE_STATE_SOURCES = ("kubernetes", "crik", "aws", "gcp", "azure")
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AFTER_FAILED_CHECKPOINT = ("clear", "keep")
+# How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
+NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
 # A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
@@ -62,6 +67,22 @@ class Settings:
     azure_metadata_url: str = "http://169.254.169.254"
     notice_poll_interval: float = 5.0
     checkpoint_interval: float | None = None  # seconds; None: no periodic checkpoints
+    after_failed_checkpoint: str = "clear"
+    restore_attempts: int = 3
+    notice_wait: float | None = None  # seconds; None: the cloud's lead time plus the grace period
+
+    @property
+    def longest_checkpoint(self) -> float:
+        """The most seconds any checkpoint of this configuration may take (a notice's lead, or
+        the grace period): a writer of this name older than that is dead."""
+        leads = [NOTICE_LEAD_SECONDS[s] for s in self.node_state_sources if s in NOTICE_LEAD_SECONDS]
+        return max([self.grace_period, *leads])
+
+    def notice_wait_seconds(self, source: str | None) -> float:
+        """How long to wait for SIGTERM after a notice checkpoint before exiting anyway."""
+        if self.notice_wait is not None:
+            return self.notice_wait
+        return NOTICE_LEAD_SECONDS.get(source or "", self.grace_period) + self.grace_period
 
     @property
     def workload_key(self) -> str:
@@ -84,8 +105,8 @@ def _int(key: str, value: Any) -> int:
 
 
 def _seconds(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"config key '{key}' must be a number of seconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number of seconds, got {value!r}")
     return float(value)
 
 
@@ -105,8 +126,8 @@ def parse_duration(key: str, value: Any) -> float:
             raise ConfigError(f"{key} '{value}' is not a duration; write e.g. 90s, 10m or 1h30m")
         h, m, sec = match.groups()
         seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(sec or 0)
-    if seconds <= 0:
-        raise ConfigError(f"{key} must be longer than 0, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{key} must be a finite duration longer than 0, got {value!r}")
     return seconds
 
 
@@ -156,6 +177,9 @@ _CONFIG_KEYS = {
     "azureMetadataURL": ("azure_metadata_url", _str),
     "noticePollInterval": ("notice_poll_interval", _seconds),
     "checkpointInterval": ("checkpoint_interval", parse_duration),
+    "afterFailedCheckpoint": ("after_failed_checkpoint", _str),
+    "restoreAttempts": ("restore_attempts", _int),
+    "noticeWait": ("notice_wait", parse_duration),
 }
 _CRIK_IMAGE_DIR = "imageDir"
 
@@ -228,9 +252,13 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
         merged["additional_paths"] = tuple(merged["additional_paths"])
     if "node_state_sources" in merged:
         merged["node_state_sources"] = _names("node-state-sources", merged["node_state_sources"])
-    if isinstance(merged.get("checkpoint_interval"), str):
-        merged["checkpoint_interval"] = parse_duration("checkpoint-interval",
-                                                       merged["checkpoint_interval"])
+    for field in ("checkpoint_interval", "notice_wait"):
+        if isinstance(merged.get(field), str):
+            merged[field] = parse_duration(field.replace("_", "-"), merged[field])
+    for field in ("additional_paths", "inotify_incompatible_paths"):
+        if field in merged:  # "/data/", "/data/." and "/data" are one path
+            merged[field] = tuple(dict.fromkeys(
+                posixpath.normpath(p) if p.startswith("/") else p for p in merged[field]))
     # crik checkpoints only when its node-state server says the node is shutting down.
     if merged.get("node_state_server_url") and "checkpoint_on" not in merged:
         merged["checkpoint_on"] = "node-shutdown"
@@ -271,9 +299,19 @@ def validate(s: Settings) -> None:
     for p in (*s.additional_paths, *s.inotify_incompatible_paths):
         if not p.startswith("/"):
             raise ConfigError(f"path '{p}' in additionalPaths/inotifyIncompatiblePaths must be absolute")
+    for label, value in (("grace-period", s.grace_period),
+                         ("node-state-timeout", s.node_state_timeout),
+                         ("notice-poll-interval", s.notice_poll_interval)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{label} must be a finite number of seconds, got {value}")
     if s.grace_period < 2:
         raise ConfigError(f"grace-period must be at least 2 seconds, got {s.grace_period}; "
                           "set it to the pod's terminationGracePeriodSeconds")
+    if s.after_failed_checkpoint not in AFTER_FAILED_CHECKPOINT:
+        raise ConfigError(f"after-failed-checkpoint '{s.after_failed_checkpoint}' is not one of "
+                          f"{', '.join(AFTER_FAILED_CHECKPOINT)}")
+    if not 1 <= s.restore_attempts <= 100:
+        raise ConfigError(f"restore-attempts must be between 1 and 100, got {s.restore_attempts}")
     if s.checkpoint_on not in CHECKPOINT_ON:
         raise ConfigError(f"checkpoint-on '{s.checkpoint_on}' is not one of {', '.join(CHECKPOINT_ON)}")
     for source in s.node_state_sources:

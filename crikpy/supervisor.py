@@ -12,7 +12,11 @@ Signal rules (tini's, plus one):
   forwarded.
 - Between signals, `on_tick(pid)` runs every half second (notices, periodic checkpoints). When it
   returns True, a checkpoint was committed ahead of node loss with the tree left frozen: the tree
-  is killed and crikpy waits for its own SIGTERM, then exits 0.
+  is killed and crikpy waits for its own SIGTERM, then exits 0; if none comes within
+  `notice_wait` seconds (the node was not reclaimed after all), it exits 0 anyway, so the
+  container restarts and restores.
+- A callback that raises is a failed checkpoint, whatever the error: the tree is let run on
+  (SIGCONT) and a SIGTERM is forwarded. PID 1 never dies of its own error while the workload lives.
 - Every other catchable signal goes to the workload's root process unchanged.
 - Synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) and
   SIGTTIN/SIGTTOU keep their defaults, as in tini.
@@ -25,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from typing import Callable, Sequence
+import time
+from typing import Callable, Sequence, TypeVar
 
 from crikpy import log, procs
 
@@ -37,6 +42,7 @@ WAITED = frozenset(signal.valid_signals()) - _UNCAUGHT
 EXITED, CHECKPOINTED, STOPPED = "exited", "checkpointed", "stopped"
 COMMITTED, FAILED, DECLINED = "committed", "failed", "declined"  # what on_sigterm returns
 TICK_SECONDS = 0.5
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,21 +59,47 @@ def block_signals() -> None:
 
 
 def spawn(argv: Sequence[str]) -> int:
-    """Start the workload in its own session, with an empty signal mask; returns its PID.
+    """Start the workload in its own session, as tini would; returns its PID.
 
     Its own session keeps its process group apart from crikpy's, which a restore needs (CRIU
-    restores sessions and groups as they were). posix_spawn rather than subprocess: the
-    supervisor reaps with waitpid(-1), and no Popen object must wait on the same child.
-    Raises FileNotFoundError / PermissionError when the command cannot be run.
+    restores sessions and groups as they were). Every signal gets its default disposition and
+    the mask is empty: Python ignores SIGPIPE and SIGXFSZ, glibc's posix_spawn ignores its
+    internal signals, and an ignored signal survives exec (and every restore after it). fork and
+    exec rather than subprocess: the supervisor reaps with waitpid(-1), and no Popen object must
+    wait on the same child. Raises FileNotFoundError / PermissionError when the command cannot
+    be run.
     """
     procs.close_inherited_fds()
-    return os.posix_spawnp(argv[0], list(argv), os.environ, setsid=True, setsigmask=())
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)  # the exec's errno, if it fails
+    pid = os.fork()
+    if pid == 0:  # the child: nothing here may raise past os._exit
+        try:
+            os.close(report_r)
+            os.setsid()
+            procs.default_all_signals()
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            os.execvp(argv[0], list(argv))
+        except OSError as e:
+            os.write(report_w, str(e.errno).encode())
+        finally:
+            os._exit(127)
+    os.close(report_w)
+    with os.fdopen(report_r, "rb") as report:
+        failed = report.read()
+    if failed:
+        os.waitpid(pid, 0)
+        code = int(failed)
+        raise OSError(code, f"{os.strerror(code)}: {argv[0]}")
+    return pid
 
 
 def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
-              on_tick: Callable[[int], bool] | None = None) -> Outcome:
+              on_tick: Callable[[int], bool] | None = None,
+              notice_wait: float = float("inf")) -> Outcome:
     """Run the loop until the workload rooted at `pid` ends; see the module's signal rules."""
     _log = log.get().bind(pid=pid)
+    on_sigterm = on_sigterm and _guarded(on_sigterm, FAILED, _log)
+    on_tick = on_tick and _guarded(on_tick, False, _log)
     checkpoint_wanted = on_sigterm is not None
     forwarded_term = False
     while True:
@@ -79,7 +111,7 @@ def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
                 if on_tick(pid):
                     _end_frozen_tree(pid)
                     _log.info("workload.stopped", reason="checkpoint committed ahead of node loss")
-                    return _wait_for_own_sigterm()
+                    return _wait_for_own_sigterm(notice_wait, _log)
                 continue
         sig = info.si_signo
         if sig == signal.SIGCHLD:
@@ -105,14 +137,32 @@ def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
             forwarded_term |= sig == signal.SIGTERM
 
 
-def _wait_for_own_sigterm() -> Outcome:
+def _guarded(callback: Callable[[int], T], on_error: T, _log) -> Callable[[int], T]:
+    def call(pid: int) -> T:
+        try:
+            return callback(pid)
+        except Exception as e:  # noqa: BLE001  (whatever it is, the workload must live on)
+            _log.error("checkpoint.failed", error=f"{type(e).__name__}: {e}", unexpected=True,
+                       action="the workload runs on", exc_info=True)
+            procs.signal_tree(pid, signal.SIGCONT)
+            return on_error
+    return call
+
+
+def _wait_for_own_sigterm(timeout: float, _log) -> Outcome:
     """The workload is checkpointed and gone; the pod still runs until the node goes."""
-    while True:
-        sig = signal.sigwaitinfo(WAITED).si_signo
-        if sig == signal.SIGCHLD:
+    ends = time.monotonic() + timeout
+    while (left := ends - time.monotonic()) > 0:
+        info = signal.sigtimedwait(WAITED, min(left, 3600.0))
+        if info is None:
+            continue
+        if info.si_signo == signal.SIGCHLD:
             _reap_all(-1)
-        elif sig in (signal.SIGTERM, signal.SIGINT):
+        elif info.si_signo in (signal.SIGTERM, signal.SIGINT):
             return Outcome(0, CHECKPOINTED)
+    _log.warning("notice.no_termination", waited_seconds=timeout,
+                 action="exiting so that the container restarts and restores the checkpoint")
+    return Outcome(0, CHECKPOINTED)
 
 
 def _forward(pid: int, sig: int, _log) -> None:

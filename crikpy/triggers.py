@@ -2,9 +2,13 @@
 
 - SIGTERM: --checkpoint-on decides. `always` checkpoints; `never` declines; `node-shutdown` asks
   the node-state sources (or takes a notice already seen) and declines when the node stays.
-- A cloud interruption notice: checkpoint at once with the cloud's lead time as the deadline;
-  once committed, the supervisor stops the workload and waits for crikpy's own SIGTERM.
-- --checkpoint-interval: checkpoint with the workload left running.
+  The deadline counts from the SIGTERM's arrival, which may be before crikpy took it.
+- A cloud interruption notice: checkpoint at once with the cloud's lead time as the deadline
+  (cut to the grace period if a SIGTERM comes meanwhile); once committed, the supervisor stops
+  the workload and waits for crikpy's own SIGTERM, or `notice_wait()` seconds.
+- --checkpoint-interval: checkpoint with the workload left running; a SIGTERM interrupts it,
+  since the final checkpoint that follows supersedes it.
+Any error on these paths is a failed checkpoint: the workload runs on.
 The supervisor calls `on_sigterm` and `on_tick`; this module never touches processes beyond
 resuming a tree whose notice checkpoint failed.
 """
@@ -16,15 +20,13 @@ import time
 
 from crikpy import log, procs, supervisor
 from crikpy.checkpoint.commit import RaceLost
-from crikpy.deadline import Deadline
+from crikpy.deadline import ABORT, SHORTEN, Deadline, sigterm_taken
 from crikpy.errors import CrikpyError
 from crikpy.migrate import Migrator
 from crikpy.nodestate import policy as nodestate_policy
-from crikpy.settings import Settings
+from crikpy.settings import NOTICE_LEAD_SECONDS, Settings
 
 _log = log.get()
-# How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
-NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
 
 
 class Triggers:
@@ -36,6 +38,7 @@ class Triggers:
             self.watcher = nodestate_policy.NoticeWatcher(
                 self.sources, settings.notice_poll_interval).start()
         self.declined = False  # a SIGTERM came and no checkpoint was wanted
+        self.failed = False  # a SIGTERM came and its checkpoint failed
         self._notice_handled = self._stopped_for_notice = False
         self._next_periodic = time.monotonic() + (settings.checkpoint_interval or 0)
         if settings.checkpoint_interval:
@@ -51,13 +54,23 @@ class Triggers:
         if self._stopped_for_notice:
             self._log_lead_time()  # the SIGTERM that ended the wait after a notice checkpoint
 
+    def notice_wait(self) -> float:
+        return self.settings.notice_wait_seconds(self.watcher.source if self.watcher else None)
+
     def on_sigterm(self, pid: int) -> str:
-        deadline = Deadline.for_grace_period(self.settings.grace_period)
+        deadline = Deadline.for_grace_period(self.settings.grace_period, started=sigterm_taken())
         self._log_lead_time()
-        if not self._checkpoint_wanted():
-            self.declined = True
+        self.failed = True  # until the checkpoint is committed
+        try:
+            wanted = self._checkpoint_wanted()
+        except Exception as e:  # noqa: BLE001  (a source's bug must not kill PID 1)
+            _log.error("checkpoint.decision", checkpoint=False, error=f"{type(e).__name__}: {e}")
+            wanted = False
+        if not wanted:
+            self.failed, self.declined = False, True
             return supervisor.DECLINED
         committed = self._checkpoint(pid, deadline, "sigterm")
+        self.failed = not committed
         return supervisor.COMMITTED if committed else supervisor.FAILED
 
     def on_tick(self, pid: int) -> bool:
@@ -67,7 +80,7 @@ class Triggers:
             self._notice_handled = True
             lead = NOTICE_LEAD_SECONDS.get(watcher.source, self.settings.grace_period)
             deadline = Deadline.for_grace_period(max(lead, self.settings.grace_period),
-                                                 started=watcher.seen_at)
+                                                 started=watcher.seen_at, on_sigterm=SHORTEN)
             if self._checkpoint(pid, deadline, f"notice: {watcher.notice}"):
                 _log.info("notice.checkpoint_committed", source=watcher.source,
                           seconds_after_notice=round(time.monotonic() - watcher.seen_at, 1))
@@ -76,7 +89,8 @@ class Triggers:
             procs.signal_tree(pid, signal.SIGCONT)
         if self.settings.checkpoint_interval and time.monotonic() >= self._next_periodic:
             # As long as any checkpoint may take: a SIGTERM arriving meanwhile waits for it.
-            self._checkpoint(pid, Deadline.for_grace_period(self.settings.grace_period),
+            self._checkpoint(pid, Deadline.for_grace_period(self.settings.grace_period,
+                                                            on_sigterm=ABORT),
                              "periodic", leave_running=True)
             self._next_periodic = time.monotonic() + self.settings.checkpoint_interval
         return False
@@ -95,9 +109,11 @@ class Triggers:
             _log.error("checkpoint.race_lost", detail=str(e),
                        action="another process with this name committed first; this checkpoint "
                               "stays aside")
-        except CrikpyError as e:
-            _log.error("checkpoint.failed", reason=reason, error=str(e), seconds=watch.elapsed(),
-                       action="the workload runs on; the previous checkpoint stays latest")
+        except Exception as e:  # noqa: BLE001  (whatever it is, it is a failed checkpoint)
+            expected = isinstance(e, CrikpyError)
+            _log.error("checkpoint.failed", reason=reason, seconds=watch.elapsed(),
+                       error=str(e) if expected else f"{type(e).__name__}: {e}",
+                       exc_info=not expected, action="the workload runs on")
         return False
 
     def _log_lead_time(self) -> None:

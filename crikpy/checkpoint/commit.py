@@ -4,13 +4,18 @@ Layout under the workload's key (`namespace/name`):
 
     checkpoints/<id>/files/...        CRIU images, CRIU's log, copies of additional paths
     checkpoints/<id>/manifest.json    written after every file: its presence means "committed"
-    checkpoints/<id>/quarantine.json  a checkpoint that failed to restore, with the reason
+    checkpoints/<id>/quarantine.json  a checkpoint set aside, with the reason
+    checkpoints/<id>/attempts.json    restores of it begun and failed (bounds a restart loop)
     latest.json                       {"id": ...}: the one checkpoint a start restores
 
-A checkpoint counts only once its manifest exists, and a start restores only what the pointer
-names, so a dump or upload cut off half-way is never seen by a restore. The pointer moves with a
-conditional write against the version this process last saw: when another process with the same
-name moved it meanwhile, this one loses the race, keeps its checkpoint aside and says so.
+A checkpoint counts only once its manifest exists, and the manifest is written only after every
+file it lists is seen in the store; a start restores only what the pointer names, so a dump or
+upload cut off half-way is never seen by a restore. The pointer moves with a conditional write
+against the version this process last saw: when another process with the same name moved it
+meanwhile, this one loses the race, keeps its checkpoint aside and says so. A conditional write
+whose answer was lost is read back before anything is decided. Once the pointer names the
+checkpoint it is committed: housekeeping after that (retention, sweeping leftovers) is best
+effort and bounded, and its failures are logged, never raised. docs/format.md is the spec.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ from pathlib import Path
 from typing import Iterable
 
 from crikpy import log
-from crikpy.checkpoint.manifest import FileEntry, Manifest, is_id
+from crikpy.checkpoint.manifest import FileEntry, Manifest, id_age_seconds, is_id
 from crikpy.deadline import Deadline
-from crikpy.errors import CheckpointNotFound, CorruptCheckpoint
+from crikpy.errors import CheckpointNotFound, CorruptCheckpoint, NewerCheckpoint, StoreError
 from crikpy.stores import MissingObject, PreconditionFailed, Store
 
 COMMITTED, QUARANTINED, INCOMPLETE, CORRUPT = "committed", "quarantined", "incomplete", "corrupt"
+NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
 _ABSENT = ""  # pointer version meaning "no pointer object yet"
+_GARBLED = "<garbled>"  # what a pointer that could not be read names, until it is rewritten
+HOUSEKEEPING_SECONDS = 10.0  # the most retention and sweeping may take after a commit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +60,14 @@ class RaceLost(Exception):
 class CheckpointRepository:
     """The checkpoints of one workload in one store."""
 
-    def __init__(self, store: Store, workload_key: str, keep: int = 2) -> None:
+    def __init__(self, store: Store, workload_key: str, keep: int = 2,
+                 stale_after: float = 600.0) -> None:
+        """`stale_after`: seconds after which a writer of this name must be dead (the longest a
+        checkpoint may take); its leftovers are swept only then, never while it may be alive."""
         self.store = store
         self.prefix = workload_key
         self.keep = keep
+        self.stale_after = stale_after
         self._pointer_version: str | None = None  # None: not read yet
         self._pointer_id: str | None = None
         self._log = log.get().bind(store=store.url, workload=workload_key)
@@ -76,7 +88,8 @@ class CheckpointRepository:
             return None
         try:
             ckpt_id = json.loads(obj.data)["id"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            self._pointer_id = _GARBLED
             raise CorruptCheckpoint(f"latest pointer {self._pointer} in {self.store.url} is garbled")
         if ckpt_id is not None and not (isinstance(ckpt_id, str) and is_id(ckpt_id)):
             raise CorruptCheckpoint(f"latest pointer names a bad id {ckpt_id!r}")
@@ -97,8 +110,17 @@ class CheckpointRepository:
             )
             self._pointer_id = ckpt_id
         except PreconditionFailed as e:
+            # The write may have landed and only its answer been lost (the retry then meets
+            # the write itself): what the pointer names now decides, not the error.
             self._pointer_version = None
-            raise RaceLost(str(e)) from e
+            try:
+                landed = self._read_pointer() == ckpt_id and ckpt_id is not None
+            except CorruptCheckpoint:
+                landed = False
+            if not landed:
+                raise RaceLost(str(e)) from e
+            self._log.info("latest.confirmed", id=ckpt_id, detail="the write's answer was lost; "
+                           "read back, the pointer names this checkpoint")
 
     def latest_id(self) -> str | None:
         return self._read_pointer()
@@ -124,14 +146,18 @@ class CheckpointRepository:
             raise CorruptCheckpoint(f"manifest of checkpoint {ckpt_id} names another id {manifest.id}")
         return manifest
 
-    def clear_latest(self, reason: str) -> None:
+    def clear_latest(self, reason: str, deadline: Deadline | None = None) -> None:
         """Point at nothing, so the next start is cold; keeps the checkpoints themselves."""
         if self._pointer_version is not None and self._pointer_id is None:
             return  # already pointing at nothing, as last read
         try:
-            self._write_pointer(None, reason=reason)
+            self._write_pointer(None, deadline, reason=reason)
         except RaceLost:
             self._log.warning("latest.clear_skipped", reason="pointer moved by another process")
+
+    def point_at(self, ckpt_id: str, reason: str) -> None:
+        """Make an older committed checkpoint the latest (a fallback, or a release)."""
+        self._write_pointer(ckpt_id, reason=reason)
 
     # committing
     def commit(self, staging: Path, ckpt_id: str, describe: dict,
@@ -155,15 +181,49 @@ class CheckpointRepository:
         self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
                        bytes=manifest.total_bytes, seconds=watch.elapsed(),
                        mb_per_s=progress.rate())
-        self.store.put_bytes(f"{self._ckpt(ckpt_id)}/manifest.json", manifest.to_json(),
-                             if_absent=True, deadline=deadline)
+        self._check_all_present(ckpt_id, rels, deadline)
+        self._write_manifest(manifest, deadline)
         self._write_pointer(ckpt_id, deadline)
         self._log.info("checkpoint.committed", id=ckpt_id, bytes=manifest.total_bytes,
                        seconds=watch.elapsed())
-        self.prune(ckpt_id)
+        self.housekeeping(ckpt_id, deadline)
         return manifest
 
-    def fetch(self, manifest: Manifest, dest: Path) -> None:
+    def _check_all_present(self, ckpt_id: str, rels: list[str], deadline: Deadline | None) -> None:
+        """A racing pod's retention may have deleted files meanwhile: never commit a hole."""
+        base = f"{self._ckpt(ckpt_id)}/files/"
+        present = {key[len(base):] for key in self.store.list(base, deadline=deadline)}
+        missing = sorted(set(rels) - present)
+        if missing:
+            raise StoreError(f"checkpoint {ckpt_id}: {len(missing)} uploaded files are missing "
+                             f"from {self.store.url} (first: {missing[0]}); another pod with the "
+                             "same name may have deleted them; not committing")
+
+    def _write_manifest(self, manifest: Manifest, deadline: Deadline | None) -> None:
+        key, body = f"{self._ckpt(manifest.id)}/manifest.json", manifest.to_json()
+        try:
+            self.store.put_bytes(key, body, if_absent=True, deadline=deadline)
+        except PreconditionFailed:
+            back = self.store.get_bytes(key)  # a lost answer: the write may be ours
+            if back is None or back.data != body:
+                raise StoreError(f"checkpoint {manifest.id} already has another manifest in "
+                                 f"{self.store.url}; not committing") from None
+
+    def housekeeping(self, just_committed: str, deadline: Deadline | None = None) -> None:
+        """Retention and sweeping after a commit: bounded, and never a failure of the commit."""
+        bound = Deadline.after(HOUSEKEEPING_SECONDS)
+        if deadline is not None and deadline.remaining() < bound.remaining():
+            bound = deadline
+        try:
+            self.prune(just_committed, bound)
+            self.store.sweep(f"{self.prefix}/", older_than=self.stale_after, deadline=bound)
+        except Exception as e:  # noqa: BLE001  (committed is committed, whatever fails here)
+            self._log.warning("checkpoint.housekeeping_failed", id=just_committed,
+                              error=f"{type(e).__name__}: {e}",
+                              detail="the checkpoint is committed; leftovers are retried at the "
+                                     "next commit")
+
+    def fetch(self, manifest: Manifest, dest: Path, deadline: Deadline | None = None) -> None:
         """Download every file and check it against the manifest before anyone reads it."""
         watch = log.Stopwatch()
         progress = log.TransferProgress("download", manifest.total_bytes, id=manifest.id)
@@ -172,7 +232,7 @@ class CheckpointRepository:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 digest = self.store.get_file(f"{self._ckpt(manifest.id)}/files/{entry.path}",
-                                             str(target), progress=progress)
+                                             str(target), progress=progress, deadline=deadline)
             except MissingObject:
                 raise CorruptCheckpoint(f"checkpoint {manifest.id}: file {entry.path} is missing")
             if (digest.size, digest.sha256) != (entry.size, entry.sha256):
@@ -202,16 +262,66 @@ class CheckpointRepository:
         is_latest = ckpt_id == latest
         if "manifest.json" not in keys:
             return CheckpointInfo(ckpt_id, INCOMPLETE, is_latest)
+        created = size = problem = None
         try:
             m = self.manifest(ckpt_id)
             created, size = m.created_at, m.total_bytes
         except CorruptCheckpoint as e:
-            return CheckpointInfo(ckpt_id, CORRUPT, is_latest, reason=str(e))
-        if "quarantine.json" in keys:
-            obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json")
-            reason = json.loads(obj.data).get("reason") if obj else None
-            return CheckpointInfo(ckpt_id, QUARANTINED, is_latest, created, size, reason)
+            status, problem = CORRUPT, str(e)
+        except NewerCheckpoint as e:
+            return CheckpointInfo(ckpt_id, NEWER, is_latest, reason=str(e))
+        if "quarantine.json" in keys:  # set aside, whatever else is wrong with it
+            record = self._record(ckpt_id, "quarantine.json")
+            reason = record.get("reason") if record is not None else "unreadable quarantine record"
+            return CheckpointInfo(ckpt_id, QUARANTINED, is_latest, created, size, str(reason))
+        if problem:
+            return CheckpointInfo(ckpt_id, status, is_latest, reason=problem)
         return CheckpointInfo(ckpt_id, COMMITTED, is_latest, created, size)
+
+    def _record(self, ckpt_id: str, name: str) -> dict | None:
+        """A small JSON record beside a checkpoint; {} when absent, None when unreadable."""
+        obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/{name}")
+        if obj is None:
+            return {}
+        try:
+            record = json.loads(obj.data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    # restore attempts: a restart loop is bounded by counting them in the store
+    def attempts(self, ckpt_id: str) -> dict:
+        record = self._record(ckpt_id, "attempts.json") or {}
+        failures = record.get("failures")
+        return {"failures": failures if isinstance(failures, int) and failures >= 0 else 0,
+                "last": str(record.get("last", ""))}
+
+    def record_attempt(self, ckpt_id: str, failures: int, last: str) -> None:
+        body = json.dumps({"failures": failures, "last": last, "at": _now()}).encode()
+        self.store.put_bytes(f"{self._ckpt(ckpt_id)}/attempts.json", body)
+
+    def forget_attempts(self, ckpt_id: str) -> None:
+        self.store.delete(f"{self._ckpt(ckpt_id)}/attempts.json")
+
+    def previous_committed(self, before: str) -> str | None:
+        """The newest committed (not quarantined) checkpoint older than `before`."""
+        older = [i.id for i in self.list() if i.status == COMMITTED and i.id < before]
+        return older[-1] if older else None
+
+    def release(self, ckpt_id: str) -> bool:
+        """Take a checkpoint out of quarantine; it becomes latest unless a newer one is.
+
+        Returns whether it became latest.
+        """
+        self.manifest(ckpt_id)  # it must exist and read as a committed checkpoint
+        base = self._ckpt(ckpt_id)
+        self.store.delete(f"{base}/quarantine.json")
+        self.store.delete(f"{base}/attempts.json")
+        latest = self._read_pointer()
+        if latest is None or latest < ckpt_id:
+            self.point_at(ckpt_id, reason=f"checkpoint {ckpt_id} released from quarantine")
+            return True
+        return False
 
     def quarantine(self, ckpt_id: str, reason: str, restore_log: bytes | None = None) -> None:
         """Set a checkpoint aside so no start tries it again; the pointer stops naming it."""
@@ -235,23 +345,28 @@ class CheckpointRepository:
             self.clear_latest(reason=f"checkpoint {ckpt_id} deleted")
         self._delete_keys(keys)
 
-    def _delete_keys(self, keys: Iterable[str]) -> None:
+    def _delete_keys(self, keys: Iterable[str], deadline: Deadline | None = None) -> None:
         # Manifest first: a checkpoint whose deletion is cut off is "incomplete", never half-restorable.
         for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
-            self.store.delete(key)
+            self.store.delete(key, deadline=deadline)
 
-    def prune(self, just_committed: str) -> None:
-        """Keep the newest `keep` committed checkpoints (and whatever the pointer names).
+    def prune(self, just_committed: str, deadline: Deadline | None = None) -> None:
+        """Keep the newest `keep` committed and `keep` quarantined checkpoints (and the latest).
 
-        Incomplete ones older than the commit are leftovers of cut-off dumps; they go too.
-        Quarantined ones stay for inspection until deleted by hand.
+        Incomplete ones go too, but only once their writer must be dead (`stale_after`): a racing
+        pod of the same name may still be uploading a newer one.
         """
         infos = self.list()
-        committed = [i for i in infos if i.status == COMMITTED]
-        doomed = {i.id for i in committed[: max(0, len(committed) - self.keep)] if not i.latest}
-        doomed |= {i.id for i in infos if i.status == INCOMPLETE and i.id < just_committed}
+        doomed: set[str] = set()
+        for status in (COMMITTED, QUARANTINED):
+            same = [i for i in infos if i.status == status]
+            doomed |= {i.id for i in same[: max(0, len(same) - self.keep)] if not i.latest}
+        doomed |= {i.id for i in infos if i.status == INCOMPLETE and i.id != just_committed
+                   and not i.latest and id_age_seconds(i.id) > self.stale_after}
         for ckpt_id in sorted(doomed):
-            self._delete_keys(self.store.list(self._ckpt(ckpt_id) + "/"))
+            if deadline is not None:
+                deadline.check("retention")
+            self._delete_keys(self.store.list(self._ckpt(ckpt_id) + "/"), deadline)
             self._log.info("checkpoint.pruned", id=ckpt_id)
 
 

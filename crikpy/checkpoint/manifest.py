@@ -1,8 +1,9 @@
 """The checkpoint manifest: what a checkpoint holds, written last so that it marks the commit.
 
 The manifest lists every file with its size and sha256, the workload's command and stdio, and the
-CRIU and kernel versions that made it. Parsing is strict: a manifest of another format version, or
-with a missing or mistyped field, is a foreign or corrupt checkpoint and is never restored.
+CRIU and kernel versions that made it. Parsing is strict (docs/format.md is the spec): a missing
+or mistyped field, or one out of its limits, makes a corrupt checkpoint that is never restored;
+unknown fields are ignored; a later format version is kept for a crikpy that can read it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import posixpath
 import re
 import secrets
 from typing import Any
 
-from crikpy.errors import CorruptCheckpoint
+from crikpy.errors import CorruptCheckpoint, NewerCheckpoint
 
-FORMAT = "crikpy.checkpoint/v1"
+FORMAT_FAMILY = "crikpy.checkpoint/"
+FORMAT = FORMAT_FAMILY + "v1"
+# Limits on what a manifest may claim, so a hostile one cannot exhaust memory or disk.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_FILES = 100_000
+MAX_FILE_BYTES = 1 << 40
 _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$")
 
 
@@ -28,6 +35,16 @@ def new_id(now: datetime.datetime | None = None) -> str:
 
 def is_id(text: str) -> bool:
     return bool(_ID_RE.match(text))
+
+
+def id_age_seconds(ckpt_id: str) -> float:
+    """How long ago a checkpoint id was made, by its own timestamp (0 for a bad id)."""
+    try:
+        made = datetime.datetime.strptime(ckpt_id[:19], "%Y%m%dT%H%M%S.%f").replace(
+            tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return 0.0
+    return (datetime.datetime.now(datetime.timezone.utc) - made).total_seconds()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,54 +79,94 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes, *, where: str) -> "Manifest":
+        """Parse and check every field; CorruptCheckpoint for anything unexpected.
+
+        Unknown fields are ignored (a later v1 may add optional ones); a later format version
+        raises NewerCheckpoint, which is no fault of the checkpoint.
+        """
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise CorruptCheckpoint(f"manifest {where} is {len(data)} bytes, over the "
+                                    f"{MAX_MANIFEST_BYTES} a manifest may have")
         try:
             raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise CorruptCheckpoint(f"manifest {where} is not JSON; the checkpoint is corrupt")
         if not isinstance(raw, dict):
             raise CorruptCheckpoint(f"manifest {where} is not a JSON object")
-        if raw.get("format") != FORMAT:
+        fmt = raw.get("format")
+        if isinstance(fmt, str) and fmt.startswith(FORMAT_FAMILY) and fmt != FORMAT:
+            raise NewerCheckpoint(
+                f"checkpoint {where} has format {fmt!r}, written by a newer crikpy (this one "
+                f"reads {FORMAT!r}); it is kept: run a crikpy that reads it")
+        if fmt != FORMAT:
             raise CorruptCheckpoint(
-                f"manifest {where} has format {raw.get('format')!r}, this crikpy reads {FORMAT!r}; "
-                "it was written by another tool or version"
-            )
-        expected = {f.name: f.type for f in dataclasses.fields(cls)}
-        if set(raw) != set(expected):
-            missing, extra = set(expected) - set(raw), set(raw) - set(expected)
-            raise CorruptCheckpoint(
-                f"manifest {where} has missing fields {sorted(missing)} / unknown fields {sorted(extra)}"
-            )
+                f"manifest {where} has format {fmt!r}, this crikpy reads {FORMAT!r}; "
+                "it was written by another tool")
+        required = {f.name for f in dataclasses.fields(cls)}
+        missing = required - set(raw)
+        if missing:
+            raise CorruptCheckpoint(f"manifest {where} lacks fields {sorted(missing)}")
         try:
-            files = [FileEntry(**_check_file(f)) for f in raw.pop("files")]
-            manifest = cls(files=files, **raw)
+            fields = {name: raw[name] for name in required}
+            fields["files"] = _check_files(fields["files"])
+            manifest = cls(**fields)
             _check_types(manifest)
         except (TypeError, ValueError) as e:
             raise CorruptCheckpoint(f"manifest {where} is malformed: {e}")
         return manifest
 
 
-def _check_file(entry: Any) -> dict:
-    if not isinstance(entry, dict) or set(entry) != {"path", "size", "sha256"}:
-        raise ValueError(f"bad file entry {entry!r}")
-    path = entry["path"]
-    if (not isinstance(path, str) or path.startswith("/")
-            or any(p in ("", ".", "..") for p in path.split("/"))):
-        raise ValueError(f"unsafe file path {path!r}")
-    if not isinstance(entry["size"], int) or entry["size"] < 0:
-        raise ValueError(f"bad size for {path!r}")
-    if not isinstance(entry["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]):
-        raise ValueError(f"bad sha256 for {path!r}")
-    return entry
+def _plain_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_files(entries: Any) -> list[FileEntry]:
+    if not isinstance(entries, list) or len(entries) > MAX_FILES:
+        raise ValueError(f"'files' must be a list of at most {MAX_FILES} entries")
+    files, seen = [], set()
+    for entry in entries:
+        if not isinstance(entry, dict) or not {"path", "size", "sha256"} <= set(entry):
+            raise ValueError(f"bad file entry {str(entry)[:80]!r}")
+        path = entry["path"]
+        if (not isinstance(path, str) or path.startswith("/") or len(path) > 1024
+                or any(p in ("", ".", "..") or len(p) > 255 for p in path.split("/"))):
+            raise ValueError(f"unsafe file path {str(path)[:80]!r}")
+        if not _plain_int(entry["size"]) or not 0 <= entry["size"] <= MAX_FILE_BYTES:
+            raise ValueError(f"bad size for {path!r}")
+        if not isinstance(entry["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]):
+            raise ValueError(f"bad sha256 for {path!r}")
+        if path in seen:
+            raise ValueError(f"file {path!r} is listed twice")
+        seen.add(path)
+        files.append(FileEntry(path, entry["size"], entry["sha256"]))
+    for path in seen:  # "a" and "a/b" cannot both be files
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in seen:
+                raise ValueError(f"{'/'.join(parts[:i])!r} is both a file and a directory")
+    return files
 
 
 def _check_types(m: Manifest) -> None:
     if not is_id(m.id):
-        raise ValueError(f"bad id {m.id!r}")
+        raise ValueError(f"bad id {str(m.id)[:80]!r}")
     for field, kind in (("name", str), ("created_at", str), ("criu_version", str),
-                        ("kernel", str), ("hostname", str), ("root_pid", int),
-                        ("dump_seconds", (int, float)), ("command", list), ("stdio", dict),
-                        ("additional_paths", list)):
-        if not isinstance(getattr(m, field), kind):
-            raise ValueError(f"field {field!r} has the wrong type")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in m.stdio.items()):
-        raise ValueError("field 'stdio' must map strings to strings")
+                        ("kernel", str), ("hostname", str)):
+        value = getattr(m, field)
+        if not isinstance(value, kind) or len(value) > 1024:
+            raise ValueError(f"field {field!r} must be a string of at most 1024 characters")
+    if not _plain_int(m.root_pid) or not 1 <= m.root_pid <= 4_194_304:
+        raise ValueError("field 'root_pid' must be a PID")
+    if isinstance(m.dump_seconds, bool) or not isinstance(m.dump_seconds, (int, float)):
+        raise ValueError("field 'dump_seconds' must be a number")
+    if (not isinstance(m.command, list) or not 1 <= len(m.command) <= 4096
+            or not all(isinstance(a, str) for a in m.command)):
+        raise ValueError("field 'command' must be a non-empty list of strings")
+    if (not isinstance(m.stdio, dict)
+            or not all(k in ("0", "1", "2") and isinstance(v, str) and len(v) <= 4096
+                       for k, v in m.stdio.items())):
+        raise ValueError("field 'stdio' must map '0', '1', '2' to strings")
+    if (not isinstance(m.additional_paths, list) or len(m.additional_paths) > 1024
+            or not all(isinstance(p, str) and p.startswith("/") and len(p) <= 4096
+                       and p == posixpath.normpath(p) for p in m.additional_paths)):
+        raise ValueError("field 'additional_paths' must be a list of normalised absolute paths")

@@ -94,6 +94,37 @@ def privilege_findings() -> list[Finding]:
     return found
 
 
+def restore_blocker() -> str | None:
+    """Why this node cannot restore anything, found before CRIU runs; None when nothing is seen."""
+    caps = _effective_caps()
+    if not (caps & (1 << _CAP_SYS_ADMIN) or caps & (1 << _CAP_CHECKPOINT_RESTORE)):
+        return ("neither CAP_SYS_ADMIN nor CAP_CHECKPOINT_RESTORE is held, so CRIU cannot "
+                "restore here; run the container privileged (see `crikpy check`)")
+    return None
+
+
+# What CRIU's restore log says when the node, not the checkpoint, is at fault.
+_NODE_FAULTS = (
+    (re.compile(r"Can't fork for \d+: File exists|PID \d+ is busy"),
+     "a PID the checkpoint needs is taken on this node"),
+    (re.compile(r"Address already in use"), "a port the checkpoint listens on is taken here"),
+    (re.compile(r"Operation not permitted"),
+     "CRIU was not permitted an operation here (capabilities, seccomp or AppArmor)"),
+    (re.compile(r"Function not implemented|not supported by (the )?kernel"),
+     "this node's kernel lacks a feature the checkpoint needs"),
+)
+
+
+def node_fault_in(criu_log: str) -> str | None:
+    """The node's fault that a failed restore's log names, or None when it names none."""
+    errors = [ln for ln in criu_log.splitlines() if "Error" in ln and "RLIMIT" not in ln]
+    for pattern, meaning in _NODE_FAULTS:
+        for line in errors:
+            if pattern.search(line):
+                return f"{meaning} ({line.strip()[:200]})"
+    return None
+
+
 def soft_dirty_finding(criu_binary: str = "criu") -> Finding:
     try:
         out = subprocess.run([criu_binary, "check", "--feature", "mem_dirty_track"],

@@ -9,13 +9,17 @@ becomes this process's child too.
 from __future__ import annotations
 
 import functools
+import select
 import socket
 import subprocess
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from crikpy import log, procs
 from crikpy.errors import CriuError, CriuUnavailable
+
+if TYPE_CHECKING:
+    from crikpy.deadline import Deadline
 
 Notify = Callable[[str, int], bool]
 
@@ -33,10 +37,13 @@ def rpc():
 
 
 def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
-         on_notify: Notify | None = None, log_path: Path | None = None):
+         on_notify: Notify | None = None, log_path: Path | None = None,
+         deadline: "Deadline | None" = None):
     """Send `req` to a fresh `criu swrk` and return its final response.
 
-    Raises CriuError naming CRIU's own error lines (from `log_path`) when it fails.
+    Raises CriuError naming CRIU's own error lines (from `log_path`) when it fails. When
+    `deadline` passes first, CRIU is killed (a dumped tree is released by that: ptrace lets go)
+    and CriuError says so.
     """
     pb = rpc()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -54,6 +61,7 @@ def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
     try:
         ours.sendall(req.SerializeToString())
         while True:
+            _wait_readable(ours, proc, deadline, op)
             resp = _receive(ours, pb)
             if resp is None:
                 raise CriuError(f"criu {op} exited without answering{_stderr_hint(proc)}")
@@ -67,6 +75,16 @@ def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
     if not resp.success:
         raise CriuError(f"criu {op} failed{_log_hint(log_path, resp)}")
     return resp
+
+
+def _wait_readable(sock: socket.socket, proc: subprocess.Popen, deadline, op: str) -> None:
+    if deadline is None:
+        return
+    while not select.select([sock], [], [], max(0.0, min(deadline.remaining(), 0.5)))[0]:
+        if deadline.remaining() <= 0:
+            proc.kill()
+            raise CriuError(f"criu {op} did not finish before the checkpoint deadline; "
+                            "CRIU was stopped")
 
 
 def _receive(sock: socket.socket, pb):

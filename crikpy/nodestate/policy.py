@@ -65,6 +65,10 @@ def decide(sources: list[Source], timeout: float) -> Answer | None:
         except Unavailable as e:
             _log.info("node_state.unavailable", source=source.name, detail=str(e))
             continue
+        except Exception as e:  # noqa: BLE001  (a source that fails oddly has not answered)
+            _log.warning("node_state.unavailable", source=source.name,
+                         detail=f"{type(e).__name__}: {e}")
+            continue
         if answer.leaving:
             return answer
         answered.append(answer)
@@ -99,11 +103,12 @@ class NoticeWatcher:
             for source in self.sources:
                 try:
                     notice = source.notice(self.timeout)
-                except Unavailable as e:
+                except Exception as e:  # noqa: BLE001  (the watcher must outlive any answer)
                     if source.name not in self._unavailable_logged:  # say so once, not per poll
                         self._unavailable_logged.add(source.name)
+                        detail = str(e) if isinstance(e, Unavailable) else f"{type(e).__name__}: {e}"
                         _log.warning("notice.source_unavailable", source=source.name,
-                                     detail=str(e))
+                                     detail=detail)
                     continue
                 if notice:
                     self.source, self.notice = source.name, notice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import urllib.error
@@ -20,7 +21,8 @@ def fetch(url: str, *, timeout: float, headers: dict[str, str] | None = None,
             return resp.status, resp.read(1 << 20)
     except urllib.error.HTTPError as e:
         return e.code, e.read(1 << 20)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        # HTTPException: a truncated or malformed answer (IncompleteRead, BadStatusLine, ...)
         reason = getattr(e, "reason", e)
         raise Unavailable(f"{url}: {reason}") from e
 

@@ -8,10 +8,12 @@ which is what makes a commit atomic. `checkpoint/commit.py` builds everything el
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import os
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
 
-from crikpy.errors import StoreError
+from crikpy.errors import CrikpyError, NodeFault, StoreError
 
 if TYPE_CHECKING:
     from crikpy.deadline import Deadline
@@ -54,8 +56,13 @@ class Store(Protocol):
         Transient failures are retried until `deadline` (DeadlineExceeded after it).
         """
 
-    def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
-        """Download to a local file, hashing as the bytes arrive; MissingObject if absent."""
+    def get_file(self, key: str, path: str, *, progress: Progress | None = None,
+                 deadline: "Deadline | None" = None) -> Digest:
+        """Download to a local file, hashing as the bytes arrive; MissingObject if absent.
+
+        `deadline` is checked between chunks (a SIGTERM may interrupt a restore's download).
+        A local disk that is full raises NodeFault: the checkpoint is not to blame.
+        """
 
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
                   if_absent: bool = False, deadline: "Deadline | None" = None) -> str:
@@ -67,24 +74,46 @@ class Store(Protocol):
     def get_bytes(self, key: str) -> Versioned | None:
         """A small object with its tag, or None when absent."""
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list(self, prefix: str, *, deadline: "Deadline | None" = None) -> Iterator[str]:
         """Every key under `prefix` (recursively), in no particular order."""
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, deadline: "Deadline | None" = None) -> None:
         """Remove one key; absent keys are fine."""
+
+    def sweep(self, prefix: str, *, older_than: float, deadline: "Deadline | None" = None) -> int:
+        """Remove what writers killed mid-write left under `prefix` (temporary files, abandoned
+        multipart uploads) once older than `older_than` seconds; returns how many."""
 
     def describe_credentials(self) -> str:
         """Where the credentials came from (never the secret), for `crikpy check`."""
 
 
-def copy_hashing(src: BinaryIO, dst: BinaryIO, progress: Progress | None = None) -> Digest:
-    """Copy a stream in bounded chunks, hashing on the way: one pass, never whole in memory."""
+def copy_hashing(src: BinaryIO, dst: BinaryIO, progress: Progress | None = None,
+                 deadline: "Deadline | None" = None, what: str = "a copy") -> Digest:
+    """Copy a stream in bounded chunks, hashing on the way: one pass, never whole in memory.
+
+    The deadline is checked before every chunk, so a slow disk cannot outlive it.
+    """
     sha = hashlib.sha256()
     size = 0
-    while chunk := src.read(CHUNK):
+    while True:
+        if deadline is not None:
+            deadline.check(what)
+        chunk = src.read(CHUNK)
+        if not chunk:
+            break
         sha.update(chunk)
         dst.write(chunk)
         size += len(chunk)
         if progress:
             progress(len(chunk))
     return Digest(size, sha.hexdigest())
+
+
+def local_write_error(e: OSError, path: str) -> CrikpyError:
+    """What a failed write into the local work dir means: a full disk is this node's fault."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NodeFault(f"no space left in {os.path.dirname(path) or path} for a checkpoint's "
+                         "download; give the work dir more room (--work-dir, or a larger "
+                         "emptyDir sizeLimit)")
+    return NodeFault(f"cannot write {path} in the work dir: {e.strerror}; check --work-dir")

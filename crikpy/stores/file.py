@@ -1,8 +1,9 @@
 """file:// store: checkpoints in a directory, typically a mounted volume or PVC.
 
 Objects are written to a temporary name, fsynced and renamed, so a reader sees whole objects or
-none. Conditional writes hold an flock on `.lock` at the store root, which every pod sharing the
-volume takes the same way.
+none; temporary files of a writer killed mid-write are swept later. Conditional writes hold an
+flock on `.lock` at the store root, which every pod sharing the volume takes the same way; the
+wait for it, like every copy (chunk by chunk), is bounded by the caller's deadline.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import fcntl
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Iterator
 
-from crikpy.errors import StoreError
+from crikpy.deadline import Deadline
+from crikpy.errors import CrikpyError, StoreError
 from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Versioned,
-                                copy_hashing)
+                                copy_hashing, local_write_error)
+
+_LOCK_POLL_SECONDS = 0.05
 
 _TMP_MARK = ".tmp-"
 
@@ -53,39 +58,57 @@ class FileStore:
             raise StoreError(f"cannot write {final} in store {self.url}: {e.strerror}") from e
 
     def put_file(self, key: str, path: str, *, progress: Progress | None = None,
-                 deadline=None) -> Digest:
-        if deadline:
-            deadline.check(f"writing {key} to {self.url}")
+                 deadline: Deadline | None = None) -> Digest:
         with open(path, "rb") as src, self._writing(key) as dst:
-            return copy_hashing(src, dst, progress)
+            return copy_hashing(src, dst, progress, deadline, f"writing {key} to {self.url}")
 
-    def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
+    def get_file(self, key: str, path: str, *, progress: Progress | None = None,
+                 deadline: Deadline | None = None) -> Digest:
         try:
-            with open(self._path(key), "rb") as src, open(path, "wb") as dst:
-                return copy_hashing(src, dst, progress)
+            src = open(self._path(key), "rb")
         except FileNotFoundError as e:
             raise MissingObject(f"object '{key}' is missing from store {self.url}") from e
         except OSError as e:
             raise StoreError(f"cannot read '{key}' from store {self.url}: {e.strerror}") from e
+        with src:
+            try:
+                dst = open(path, "wb", buffering=0)  # chunks are large; errors show at once
+            except OSError as e:
+                raise local_write_error(e, path) from e
+            with dst:
+                try:
+                    return copy_hashing(src, _WriteErrors(dst, path), progress, deadline,
+                                        f"reading {key} from {self.url}")
+                except CrikpyError:
+                    raise
+                except OSError as e:
+                    raise StoreError(f"cannot read '{key}' from store {self.url}: "
+                                     f"{e.strerror}") from e
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self, deadline: Deadline | None):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise StoreError(f"store {self.url} is not writable: {e.strerror}") from e
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            while True:  # a pod holding the lock and hanging must not outlive our deadline
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
+                    break
+                except BlockingIOError:
+                    deadline.check(f"the lock of store {self.url}")
+                    time.sleep(_LOCK_POLL_SECONDS)
             yield
         finally:
             os.close(fd)
 
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
-                  if_absent: bool = False, deadline=None) -> str:
+                  if_absent: bool = False, deadline: Deadline | None = None) -> str:
         if deadline:
             deadline.check(f"writing {key} to {self.url}")
-        with self._locked():
+        with self._locked(deadline):
             if if_match is not None or if_absent:
                 current = self.get_bytes(key)
                 if if_absent and current is not None:
@@ -105,7 +128,7 @@ class FileStore:
             raise StoreError(f"cannot read '{key}' from store {self.url}: {e.strerror}") from e
         return Versioned(data, _etag(data))
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list(self, prefix: str, *, deadline: Deadline | None = None) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if not base.exists():
             return
@@ -116,7 +139,9 @@ class FileStore:
                     continue
                 yield (rel / name).as_posix()
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, deadline: Deadline | None = None) -> None:
+        if deadline:
+            deadline.check(f"deleting {key} from {self.url}")
         path = self._path(key)
         try:
             path.unlink(missing_ok=True)
@@ -128,9 +153,40 @@ class FileStore:
         except OSError:
             pass  # a non-empty parent ends the pruning
 
+    def sweep(self, prefix: str, *, older_than: float, deadline: Deadline | None = None) -> int:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        cutoff, swept = time.time() - older_than, 0
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath) / name
+                if _TMP_MARK not in name:
+                    continue
+                if deadline:
+                    deadline.check(f"sweeping {self.url}")
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        swept += 1
+                except FileNotFoundError:
+                    pass
+        return swept
+
     def describe_credentials(self) -> str:
         return "none needed (a local directory)"
 
 
 def _etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class _WriteErrors:
+    """A local file whose write errors say what they mean for a download (NodeFault)."""
+
+    def __init__(self, f, path: str) -> None:
+        self._f, self._path = f, path
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            raise local_write_error(e, self._path) from e

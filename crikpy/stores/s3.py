@@ -9,11 +9,16 @@ permanent ones (AccessDenied, NoSuchBucket, bad credentials) fail at once with w
 
 Conditional writes (If-None-Match / If-Match) make the latest pointer safe against a second
 writer; a server that ignores them is detected once, and crikpy warns and writes without them.
+
+Cleanups (aborting a failed multipart upload, deleting the probe object) run before the call
+returns, bounded by CLEANUP_SECONDS, never in a thread that dies with the process; what they
+miss, and the uploads of a crikpy killed mid-checkpoint, `sweep` aborts at a later commit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import os
 import secrets
@@ -30,10 +35,12 @@ from botocore.config import Config
 
 from crikpy import log
 from crikpy.deadline import Deadline, DeadlineExceeded
-from crikpy.errors import ConfigError, StoreError
-from crikpy.stores.base import Digest, MissingObject, PreconditionFailed, Progress, Versioned
+from crikpy.errors import ConfigError, CrikpyError, StoreError
+from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Versioned,
+                                local_write_error)
 
 MIB = 1024 * 1024
+CLEANUP_SECONDS = 3.0  # the most a cleanup may take: it runs in the reserve after a deadline
 T = TypeVar("T")
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
@@ -250,16 +257,43 @@ class S3Store:
         return Digest(size, sha.hexdigest())
 
     def _abort(self, full_key: str, upload_id: str) -> None:
-        def abort() -> None:
-            try:
-                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
-                                                    UploadId=upload_id)
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                self._log.warning("store.abort_failed", key=full_key,
-                                  detail="a lifecycle rule for incomplete uploads cleans this up")
-        _in_background(abort)
+        self._cleanup(f"abort of upload {full_key}", lambda: self._client.abort_multipart_upload(
+            Bucket=self.bucket, Key=full_key, UploadId=upload_id))
 
-    def get_file(self, key: str, path: str, *, progress: Progress | None = None) -> Digest:
+    def _cleanup(self, what: str, fn: Callable[[], object]) -> None:
+        """One bounded try, finished before returning; a miss is swept at a later commit."""
+        try:
+            self._call(what, fn, Deadline.after(CLEANUP_SECONDS))
+        except CrikpyError as e:
+            self._log.warning("store.cleanup_failed", call=what, error=str(e),
+                              detail="swept at the next commit, or by the bucket's lifecycle "
+                                     "rule for incomplete multipart uploads")
+
+    def sweep(self, prefix: str, *, older_than: float, deadline: Deadline | None = None) -> int:
+        """Abort multipart uploads under `prefix` begun more than `older_than` seconds ago."""
+        full, strip, swept = self._key(prefix), len(self._key("")), 0
+        now = datetime.datetime.now(datetime.timezone.utc)
+        args: dict = dict(Bucket=self.bucket, Prefix=full)
+        while True:
+            page = self._call(f"listing of uploads under {prefix}",
+                              lambda: self._client.list_multipart_uploads(**args), deadline)
+            for upload in page.get("Uploads", []):
+                key = upload["Key"][strip:]
+                if (now - upload["Initiated"]).total_seconds() <= older_than:
+                    continue  # its writer may be alive
+                self._call(f"abort of abandoned upload {key}",
+                           lambda u=upload: self._client.abort_multipart_upload(
+                               Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]),
+                           deadline)
+                self._log.info("store.upload_swept", key=key)
+                swept += 1
+            if not page.get("IsTruncated"):
+                return swept
+            args.update(KeyMarker=page.get("NextKeyMarker", ""),
+                        UploadIdMarker=page.get("NextUploadIdMarker", ""))
+
+    def get_file(self, key: str, path: str, *, progress: Progress | None = None,
+                 deadline: Deadline | None = None) -> Digest:
         full = self._key(key)
         size = self._call(f"size of {key}", lambda: self._client.head_object(
             Bucket=self.bucket, Key=full))["ContentLength"]
@@ -283,10 +317,16 @@ class S3Store:
         in_flight: dict[Future, int] = {}
         arrived: dict[int, bytes] = {}
         next_submit = next_write = 0
+        try:
+            out = open(path, "wb", buffering=0)  # parts are large; a full disk shows at once
+        except OSError as e:
+            raise local_write_error(e, path) from e
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool, \
-                open(path, "wb") as out:
+                out:
             try:
                 while next_write < len(ranges):
+                    if deadline is not None:
+                        deadline.check(f"download of {key}")
                     while (next_submit < len(ranges)
                            and len(in_flight) < self.options.concurrency
                            and len(in_flight) + len(arrived) < 2 * self.options.concurrency):
@@ -298,7 +338,10 @@ class S3Store:
                     while next_write in arrived:
                         data = arrived.pop(next_write)
                         sha.update(data)
-                        out.write(data)
+                        try:
+                            out.write(data)
+                        except OSError as e:
+                            raise local_write_error(e, path) from e
                         written += len(data)
                         next_write += 1
                         if progress:
@@ -345,7 +388,8 @@ class S3Store:
                     raise
                 self._conditional_writes = False
             finally:
-                _in_background(lambda: self._client.delete_object(Bucket=self.bucket, Key=probe))
+                self._cleanup("delete of the conditional-write probe",
+                              lambda: self._client.delete_object(Bucket=self.bucket, Key=probe))
             if not self._conditional_writes:
                 self._log.warning("store.conditional_writes_unsupported",
                                   detail="this server ignores If-None-Match/If-Match; two pods "
@@ -361,7 +405,7 @@ class S3Store:
         except MissingObject:
             return None
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list(self, prefix: str, *, deadline: Deadline | None = None) -> Iterator[str]:
         full = self._key(prefix)
         strip = len(self._key(""))
         token = None
@@ -369,32 +413,23 @@ class S3Store:
             args = dict(Bucket=self.bucket, Prefix=full, MaxKeys=self.options.list_page_size)
             if token:
                 args["ContinuationToken"] = token
-            page = self._call(f"listing of {prefix}", lambda: self._client.list_objects_v2(**args))
+            page = self._call(f"listing of {prefix}", lambda: self._client.list_objects_v2(**args),
+                              deadline)
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, deadline: Deadline | None = None) -> None:
         self._call(f"delete of {key}", lambda: self._client.delete_object(
-            Bucket=self.bucket, Key=self._key(key)))
+            Bucket=self.bucket, Key=self._key(key)), deadline)
 
     def describe_credentials(self) -> str:
         creds = self._session.get_credentials()
         if creds is None:
             return "none found"
         return f"{creds.method} (access key {creds.access_key[:4]}...)"
-
-
-def _in_background(cleanup: Callable[[], object]) -> None:
-    """Best-effort cleanup that must not hold up a checkpoint racing its deadline (one try)."""
-    def run() -> None:
-        try:
-            cleanup()
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-            pass  # a leftover probe object or part list harms nothing and is cleaned up later
-    threading.Thread(target=run, name="s3-cleanup", daemon=True).start()
 
 
 def _code(e: botocore.exceptions.ClientError) -> str:

@@ -37,11 +37,11 @@ def test_run_help_names_env_twins():
         assert var in out
 
 
-def test_bad_config_exits_3_with_one_line(tmp_path):
+def test_bad_config_exits_172_with_one_line(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("colour: blue\n")
     out = crikpy("run", "--config", str(config), "--name", "x", "--", "true")
-    assert out.returncode == 3
+    assert out.returncode == 172
     assert len(out.stderr.strip().splitlines()) == 1
     assert out.stderr.startswith("crikpy: error: config file") and "unknown key 'colour'" in out.stderr
 
@@ -59,7 +59,7 @@ def test_env_twin_beats_config_file(tmp_path):
 
 def test_bad_flag_value_is_a_usage_error():
     out = crikpy("run", "--on-restore-failure", "sometimes", "--", "true")
-    assert out.returncode == 2 and "sometimes" in out.stderr
+    assert out.returncode == 171 and "sometimes" in out.stderr
 
 
 def test_unwritable_store_stops_run_with_exit_4(tmp_path):
@@ -67,12 +67,12 @@ def test_unwritable_store_stops_run_with_exit_4(tmp_path):
     blocker.write_text("")
     out = crikpy("run", "--store", f"file://{blocker}/sub", "--name", "x", "--", "true")
     # The store is read before anything starts: nothing runs on an unknown state.
-    assert out.returncode == 4 and "crikpy: error:" in out.stderr and str(blocker) in out.stderr
+    assert out.returncode == 173 and "crikpy: error:" in out.stderr and str(blocker) in out.stderr
 
 
 def test_nothing_to_run_is_a_usage_error(tmp_path):
     out = crikpy("run", "--store", f"file://{tmp_path}", "--name", "x")
-    assert out.returncode == 2
+    assert out.returncode == 171
     assert "no checkpoint to restore and no command given" in out.stderr
 
 
@@ -80,7 +80,7 @@ def test_unwritable_store_is_a_problem_for_check(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     out = crikpy("check", "--store", f"file://{blocker}/sub", "--name", "x")
-    assert out.returncode == 9
+    assert out.returncode == 180
     assert any(ln.startswith("problem") and "store" in ln for ln in out.stdout.splitlines())
 
 
@@ -108,7 +108,7 @@ def test_checkpoints_list_show_delete(tmp_path):
     assert shown["files"][0]["path"] == "images/pages-1.img"
 
     missing = crikpy("checkpoints", "show", new_id(), *where)
-    assert missing.returncode == 5 and "checkpoints list" in missing.stderr
+    assert missing.returncode == 174 and "checkpoints list" in missing.stderr
 
     assert crikpy("checkpoints", "delete", ckpt_id, *where).returncode == 0
     assert crikpy("checkpoints", "list", *where).stdout.strip() == "no checkpoints"
@@ -120,4 +120,4 @@ def test_check_reports_each_item_on_its_own_line(tmp_path):
     items = {ln.split()[1]: ln.split()[0] for ln in lines}
     assert {"criu", "privileges", "ns_last_pid", "store"} <= items.keys()
     assert items["store"] == "ok"
-    assert out.returncode == (9 if "problem" in items.values() else 0)
+    assert out.returncode == (180 if "problem" in items.values() else 0)

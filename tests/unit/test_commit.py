@@ -91,7 +91,7 @@ def test_retention_keeps_newest_n(store, tmp_path):
 
 
 def test_retention_removes_leftover_incomplete_checkpoints(store, tmp_path):
-    repo = CheckpointRepository(store, "app")
+    repo = CheckpointRepository(store, "app", stale_after=0)
     leftover = new_id()
     store.put_bytes(f"app/checkpoints/{leftover}/files/images/x.img", b"half")
     commit(repo, tmp_path)

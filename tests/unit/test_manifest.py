@@ -39,12 +39,11 @@ def tamper(change) -> bytes:
 
 @pytest.mark.parametrize("data, message", [
     (b"not json", "not JSON"),
-    (tamper(lambda r: r.update(format="crik/v0")), "another tool or version"),
-    (tamper(lambda r: r.pop("kernel")), "missing fields ['kernel']"),
-    (tamper(lambda r: r.update(extra=1)), "unknown fields ['extra']"),
+    (tamper(lambda r: r.update(format="crik/v0")), "another tool"),
+    (tamper(lambda r: r.pop("kernel")), "lacks fields ['kernel']"),
     (tamper(lambda r: r["files"][0].update(path="../../etc/passwd")), "unsafe file path"),
     (tamper(lambda r: r["files"][0].update(sha256="xyz")), "bad sha256"),
-    (tamper(lambda r: r.update(root_pid="9001")), "wrong type"),
+    (tamper(lambda r: r.update(root_pid="9001")), "must be a PID"),
 ])
 def test_foreign_or_malformed_manifests_are_rejected(data, message):
     with pytest.raises(CorruptCheckpoint) as e:

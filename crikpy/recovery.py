@@ -1,0 +1,110 @@
+"""Which checkpoint a start restores, and what a failed restore means.
+
+The latest pointer names the checkpoint to restore. A failure is judged by whose fault it is:
+- this node's or the store's (NodeFault, StoreError: no privileges, CRIU missing, disk full, a
+  PID or port taken, the store unreachable): crikpy exits with that error's code and the
+  checkpoint stays as it is; the kubelet restarts the pod, perhaps on another node;
+- a later format (NewerCheckpoint): kept for a crikpy that reads it; exit;
+- the checkpoint's own (CorruptCheckpoint: integrity, format): quarantined at once;
+- anything else (CRIU failed without naming the node, an unexpected error): counted in the
+  store; crikpy exits so that the pod tries again, and after `--restore-attempts` failures the
+  checkpoint is quarantined.
+An attempt is counted before it begins, so a crikpy killed mid-restore (out of memory, say)
+counts too: no start loops forever. After a quarantine the previous committed checkpoint is
+tried; when none is left, the start is cold (or fails, with --on-restore-failure=fail).
+A SIGTERM during the download stops the restore with nothing lost (Interrupted).
+"""
+
+from __future__ import annotations
+
+from crikpy import log
+from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.errors import (CorruptCheckpoint, CrikpyError, CriuError, Interrupted, NewerCheckpoint,
+                           NodeFault, RestoreFailed, StoreError)
+from crikpy.migrate import Migrator
+from crikpy.settings import Settings
+
+_log = log.get()
+# Not the checkpoint's fault: the attempt is not counted against it.
+_NOT_ITS_FAULT = (NodeFault, StoreError, NewerCheckpoint, Interrupted)
+
+
+def restore_latest(settings: Settings, repo: CheckpointRepository,
+                   migrator: Migrator) -> tuple[int | None, list[str]]:
+    """Restore what the latest pointer names: (root PID, its command), or (None, []) to cold-start."""
+    try:
+        ckpt_id = repo.latest_id()
+    except CorruptCheckpoint as e:
+        repo.clear_latest(reason=str(e))
+        return _nothing_to_restore(settings, f"{e}; it is cleared")
+    if ckpt_id is None:
+        _log.info("restore.skipped", reason="the latest pointer names no checkpoint (none was "
+                                            "committed, or the workload exited or was stopped "
+                                            "without one)")
+        return None, []
+    while ckpt_id is not None:
+        restored = _attempt(settings, repo, migrator, ckpt_id)
+        if restored is not None:
+            return restored
+        quarantined, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id)
+        if ckpt_id is not None:
+            _log.warning("restore.fallback", id=ckpt_id, instead_of=quarantined,
+                         detail="the previous committed checkpoint; the workload goes back "
+                                "further in time")
+            repo.point_at(ckpt_id, reason=f"fallback: {quarantined} quarantined")
+    return _nothing_to_restore(settings, "the checkpoint could not be restored and is "
+                                         "quarantined (see `crikpy checkpoints list`); no earlier "
+                                         "one is left")
+
+
+def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
+             ckpt_id: str) -> tuple[int, list[str]] | None:
+    """Restore one checkpoint: (PID, command); None once it is quarantined; raises to exit."""
+    failures = repo.attempts(ckpt_id)["failures"]
+    attempt = failures + 1
+    repo.record_attempt(ckpt_id, attempt, "restore begun")
+    _log.info("restore.started", id=ckpt_id, attempt=attempt, of=settings.restore_attempts)
+    try:
+        manifest = repo.manifest(ckpt_id)
+        pid = migrator.restore(manifest)
+    except _NOT_ITS_FAULT as e:
+        _uncount(repo, ckpt_id, failures, e)
+        _log.error("restore.failed", id=ckpt_id, error=str(e), fault="node or store",
+                   action="exiting; the checkpoint is kept for the next start")
+        raise
+    except CorruptCheckpoint as e:
+        repo.quarantine(ckpt_id, str(e), getattr(e, "restore_log", None))
+        return None
+    except Exception as e:  # noqa: BLE001  (any other failure counts against the checkpoint)
+        reason = str(e) if isinstance(e, CrikpyError) else f"{type(e).__name__}: {e}"
+        if attempt >= settings.restore_attempts:
+            repo.quarantine(ckpt_id, f"{reason} (restore failed {attempt} times)",
+                            getattr(e, "restore_log", None))
+            return None
+        repo.record_attempt(ckpt_id, attempt, reason)
+        _log.error("restore.failed", id=ckpt_id, error=reason, attempt=attempt,
+                   of=settings.restore_attempts, exc_info=not isinstance(e, CrikpyError),
+                   action="exiting; the next start tries again")
+        raise CriuError(f"restore of checkpoint {ckpt_id} failed (attempt {attempt} of "
+                        f"{settings.restore_attempts}): {reason}; the pod restarts and tries "
+                        "again, and quarantines it after the last attempt") from e
+    try:
+        repo.forget_attempts(ckpt_id)
+    except StoreError as e:  # harmless: the count only matters to a failing restore
+        _log.warning("restore.attempts_not_reset", id=ckpt_id, error=str(e))
+    return pid, manifest.command
+
+
+def _uncount(repo: CheckpointRepository, ckpt_id: str, failures: int, error: Exception) -> None:
+    try:
+        repo.record_attempt(ckpt_id, failures, f"not counted: {error}")
+    except StoreError:
+        pass  # the store is what failed; the count stays one too high, which only hastens a quarantine
+
+
+def _nothing_to_restore(settings: Settings, why: str) -> tuple[None, list[str]]:
+    if settings.on_restore_failure == "fail":
+        raise RestoreFailed(f"nothing could be restored: {why}; fix the cause, or set "
+                            "--on-restore-failure=cold-start to start cold instead")
+    _log.warning("restore.skipped", reason=why, action="cold start")
+    return None, []
