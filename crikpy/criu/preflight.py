@@ -121,7 +121,7 @@ def node_fault_in(criu_log: str) -> str | None:
     for pattern, meaning in _NODE_FAULTS:
         for line in errors:
             if pattern.search(line):
-                return f"{meaning} ({line.strip()[:200]})"
+                return f"{meaning}: {line[line.index('Error'):].strip()[:200]}"
     return None
 
 

@@ -1,8 +1,8 @@
 """Real containers for the end-to-end tests: build images and run privileged containers.
 
-The flags are the ones measured to work on these machines (see shared/notes/environment.md):
-runc instead of crun, explicit ulimits (no CAP_SYS_RESOURCE here), host networking so a test
-can reach a container's server on 127.0.0.1.
+The flags are the ones measured to work on these machines (docs/testing.md says why): runc
+instead of crun, explicit ulimits (no CAP_SYS_RESOURCE here), host networking so a test can
+reach a container's server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = ["--runtime", "runc"]
-RUN_FLAGS = [*RUNTIME, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000",
-             "--privileged", "--network", "host"]
+UNPRIVILEGED_FLAGS = [*RUNTIME, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000",
+                      "--network", "host"]
+RUN_FLAGS = [*UNPRIVILEGED_FLAGS, "--privileged"]
 CHECKPOINT_DIR = "/var/lib/crikpy/checkpoints"
 
 
@@ -41,9 +42,10 @@ class Container:
     """One `podman run -d` container; the test's process tree lives in it."""
 
     def __init__(self, image: str, *, volume: Path | None = None, env: dict[str, str] | None = None,
-                 command: list[str] | None = None, extra: list[str] | None = None) -> None:
+                 command: list[str] | None = None, extra: list[str] | None = None,
+                 privileged: bool = True) -> None:
         self.name = f"crikpy-test-{uuid.uuid4().hex[:10]}"
-        args = ["run", "-d", *RUN_FLAGS, "--name", self.name]
+        args = ["run", "-d", *(RUN_FLAGS if privileged else UNPRIVILEGED_FLAGS), "--name", self.name]
         if volume is not None:
             args += ["-v", f"{volume}:{CHECKPOINT_DIR}"]
         for key, value in (env or {}).items():

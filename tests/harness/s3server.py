@@ -2,7 +2,7 @@
 
 Every port is chosen free and passed explicitly, so test runs can sit side by side; a fresh data
 directory per start (SeaweedFS remembers its options there). SigV4 is enforced with one identity.
-See shared/notes/s3-server.md for how this was measured.
+docs/testing.md says why SeaweedFS, and what to know about it.
 """
 
 from __future__ import annotations
