@@ -4,7 +4,8 @@ The latest pointer names the checkpoint to restore. A failure is judged by whose
 - this node's or the store's (NodeFault, StoreError: no privileges, CRIU missing, disk full, a
   PID or port taken, the store unreachable): crikpy exits with that error's code and the
   checkpoint stays as it is; the kubelet restarts the pod, perhaps on another node;
-- a later format (NewerCheckpoint): kept for a crikpy that reads it; exit;
+- a later format (NewerCheckpoint): kept untouched for a crikpy that reads it; exit;
+- a pointer naming a checkpoint that is not there, or one already quarantined: skipped;
 - the checkpoint's own (CorruptCheckpoint: integrity, format): quarantined at once;
 - anything else (CRIU failed without naming the node, an unexpected error): counted in the
   store; crikpy exits so that the pod tries again, and after `--restore-attempts` failures the
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 from crikpy import log
 from crikpy.checkpoint.commit import CheckpointRepository
-from crikpy.errors import (CorruptCheckpoint, CrikpyError, CriuError, Interrupted, NewerCheckpoint,
-                           NodeFault, RestoreFailed, StoreError)
+from crikpy.errors import (CheckpointNotFound, CorruptCheckpoint, CrikpyError, CriuError,
+                           Interrupted, NewerCheckpoint, NodeFault, RestoreFailed, StoreError)
 from crikpy.migrate import Migrator
 from crikpy.settings import Settings
 
@@ -43,29 +44,38 @@ def restore_latest(settings: Settings, repo: CheckpointRepository,
                                             "without one)")
         return None, []
     while ckpt_id is not None:
-        restored = _attempt(settings, repo, migrator, ckpt_id)
+        restored, why = _attempt(settings, repo, migrator, ckpt_id)
         if restored is not None:
             return restored
-        quarantined, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id)
+        given_up, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id)
         if ckpt_id is not None:
-            _log.warning("restore.fallback", id=ckpt_id, instead_of=quarantined,
+            _log.warning("restore.fallback", id=ckpt_id, instead_of=given_up, reason=why,
                          detail="the previous committed checkpoint; the workload goes back "
                                 "further in time")
-            repo.point_at(ckpt_id, reason=f"fallback: {quarantined} quarantined")
-    return _nothing_to_restore(settings, "the checkpoint could not be restored and is "
-                                         "quarantined (see `crikpy checkpoints list`); no earlier "
-                                         "one is left")
+            repo.point_at(ckpt_id, reason=f"fallback: {given_up}: {why}")
+    repo.clear_latest(reason=f"{given_up}: {why}")
+    return _nothing_to_restore(settings, f"checkpoint {given_up} {why} (see `crikpy checkpoints "
+                                         "list`), and no earlier one is left")
 
 
 def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
-             ckpt_id: str) -> tuple[int, list[str]] | None:
-    """Restore one checkpoint: (PID, command); None once it is quarantined; raises to exit."""
+             ckpt_id: str) -> tuple[tuple[int, list[str]] | None, str]:
+    """Restore one checkpoint: ((PID, command), ""), or (None, why it was given up); raises to
+    exit, keeping it."""
+    try:
+        manifest = repo.manifest(ckpt_id)
+    except CheckpointNotFound:
+        return None, "is not in the store"
+    except CorruptCheckpoint as e:
+        repo.quarantine(ckpt_id, str(e))
+        return None, "is corrupt and quarantined"
+    if repo.quarantined(ckpt_id):  # set aside before, though the pointer still named it
+        return None, "is quarantined"
     failures = repo.attempts(ckpt_id)["failures"]
     attempt = failures + 1
     repo.record_attempt(ckpt_id, attempt, "restore begun")
     _log.info("restore.started", id=ckpt_id, attempt=attempt, of=settings.restore_attempts)
     try:
-        manifest = repo.manifest(ckpt_id)
         pid = migrator.restore(manifest)
     except _NOT_ITS_FAULT as e:
         _uncount(repo, ckpt_id, failures, e)
@@ -74,13 +84,13 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         raise
     except CorruptCheckpoint as e:
         repo.quarantine(ckpt_id, str(e), getattr(e, "restore_log", None))
-        return None
+        return None, "is corrupt and quarantined"
     except Exception as e:  # noqa: BLE001  (any other failure counts against the checkpoint)
         reason = str(e) if isinstance(e, CrikpyError) else f"{type(e).__name__}: {e}"
         if attempt >= settings.restore_attempts:
             repo.quarantine(ckpt_id, f"{reason} (restore failed {attempt} times)",
                             getattr(e, "restore_log", None))
-            return None
+            return None, f"failed to restore {attempt} times and is quarantined"
         repo.record_attempt(ckpt_id, attempt, reason)
         _log.error("restore.failed", id=ckpt_id, error=reason, attempt=attempt,
                    of=settings.restore_attempts, exc_info=not isinstance(e, CrikpyError),
@@ -92,7 +102,7 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         repo.forget_attempts(ckpt_id)
     except StoreError as e:  # harmless: the count only matters to a failing restore
         _log.warning("restore.attempts_not_reset", id=ckpt_id, error=str(e))
-    return pid, manifest.command
+    return (pid, manifest.command), ""
 
 
 def _uncount(repo: CheckpointRepository, ckpt_id: str, failures: int, error: Exception) -> None:

@@ -90,6 +90,11 @@ class Settings:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
+def normal_path(path: str) -> str:
+    """`/data/`, `/data/.`, `//data` and `/data` are one path (POSIX keeps a leading `//`)."""
+    return "/" + posixpath.normpath(path).lstrip("/") if path.startswith("/") else path
+
+
 # config-file key -> (Settings field, converter). crik's keys (imageDir, additionalPaths,
 # inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
 def _str(key: str, value: Any) -> str:
@@ -257,8 +262,7 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
             merged[field] = parse_duration(field.replace("_", "-"), merged[field])
     for field in ("additional_paths", "inotify_incompatible_paths"):
         if field in merged:  # "/data/", "/data/." and "/data" are one path
-            merged[field] = tuple(dict.fromkeys(
-                posixpath.normpath(p) if p.startswith("/") else p for p in merged[field]))
+            merged[field] = tuple(dict.fromkeys(normal_path(p) for p in merged[field]))
     # crik checkpoints only when its node-state server says the node is shutting down.
     if merged.get("node_state_server_url") and "checkpoint_on" not in merged:
         merged["checkpoint_on"] = "node-shutdown"

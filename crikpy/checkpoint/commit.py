@@ -92,6 +92,7 @@ class CheckpointRepository:
             self._pointer_id = _GARBLED
             raise CorruptCheckpoint(f"latest pointer {self._pointer} in {self.store.url} is garbled")
         if ckpt_id is not None and not (isinstance(ckpt_id, str) and is_id(ckpt_id)):
+            self._pointer_id = _GARBLED
             raise CorruptCheckpoint(f"latest pointer names a bad id {ckpt_id!r}")
         self._pointer_id = ckpt_id
         return ckpt_id
@@ -293,7 +294,8 @@ class CheckpointRepository:
     def attempts(self, ckpt_id: str) -> dict:
         record = self._record(ckpt_id, "attempts.json") or {}
         failures = record.get("failures")
-        return {"failures": failures if isinstance(failures, int) and failures >= 0 else 0,
+        counted = isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0
+        return {"failures": failures if counted else 0,
                 "last": str(record.get("last", ""))}
 
     def record_attempt(self, ckpt_id: str, failures: int, last: str) -> None:
@@ -302,6 +304,9 @@ class CheckpointRepository:
 
     def forget_attempts(self, ckpt_id: str) -> None:
         self.store.delete(f"{self._ckpt(ckpt_id)}/attempts.json")
+
+    def quarantined(self, ckpt_id: str) -> bool:
+        return self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json") is not None
 
     def previous_committed(self, before: str) -> str | None:
         """The newest committed (not quarantined) checkpoint older than `before`."""

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 
 from crikpy import log
 from crikpy.errors import ConfigError, CorruptCheckpoint
+from crikpy.settings import normal_path
 
 ARCHIVE = "extra.tar"  # the file holding additional paths, inside a checkpoint
 _ASIDE = ".crikpy-aside-"
@@ -35,7 +36,7 @@ _log = log.get()
 
 def outermost(paths: Iterable[str]) -> list[str]:
     """Normalised absolute paths with those inside another listed path dropped."""
-    normal = sorted({os.path.normpath(p) for p in paths})
+    normal = sorted({normal_path(p) for p in paths})
     kept: list[str] = []
     for p in normal:
         if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in kept):
@@ -148,7 +149,10 @@ def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
 
 
 def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.TarInfo]:
-    kept, links = [], set()
+    kept: list[tarfile.TarInfo] = []
+    names: set[str] = set()
+    links: set[str] = set()  # symlink members: nothing may be written through them
+    files: set[str] = set()  # regular files kept: the only targets a hard link may have
     for m in members:
         name = PurePosixPath(m.name)
         if (m.name != name.as_posix() or name.is_absolute() or ".." in name.parts
@@ -157,6 +161,9 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
             raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r}, which is "
                                     "neither a file, a directory nor a link")
+        if m.name in names:  # a second member of one name would be written through the first
+            raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} twice")
+        names.add(m.name)
         if any(str(parent) in links for parent in name.parents):
             raise CorruptCheckpoint(f"the additional paths archive writes {m.name!r} through "
                                     "one of its own symlinks")
@@ -165,12 +172,14 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
             _log.warning("additional_path.ignored", path=absolute,
                          reason="not under a path this pod's settings name")
             continue
-        if m.islnk() and not any(("/" + m.linkname).startswith(r.rstrip("/") + "/")
-                                 or "/" + m.linkname == r for r in roots):
-            raise CorruptCheckpoint(f"the additional paths archive links {m.name!r} to "
-                                    f"{m.linkname!r}, outside the configured paths")
+        if m.islnk() and m.linkname not in files:
+            _log.warning("additional_path.ignored", path=absolute,
+                         reason=f"a hard link to {m.linkname!r}, which is not put back")
+            continue
         if m.issym():
             links.add(m.name)
+        elif m.isreg():
+            files.add(m.name)
         kept.append(m)
     return kept
 

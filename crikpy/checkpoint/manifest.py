@@ -24,7 +24,8 @@ FORMAT = FORMAT_FAMILY + "v1"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILES = 100_000
 MAX_FILE_BYTES = 1 << 40
-_ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$")
+_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}")
+_FORMAT_RE = re.compile(r"crikpy\.checkpoint/v([0-9]{1,6})")
 
 
 def new_id(now: datetime.datetime | None = None) -> str:
@@ -34,7 +35,7 @@ def new_id(now: datetime.datetime | None = None) -> str:
 
 
 def is_id(text: str) -> bool:
-    return bool(_ID_RE.match(text))
+    return bool(_ID_RE.fullmatch(text))
 
 
 def id_age_seconds(ckpt_id: str) -> float:
@@ -49,7 +50,7 @@ def id_age_seconds(ckpt_id: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class FileEntry:
-    path: str  # relative to the checkpoint's root, `/`-separated
+    path: str  # relative to the checkpoint's files/, `/`-separated
     size: int
     sha256: str
 
@@ -94,7 +95,8 @@ class Manifest:
         if not isinstance(raw, dict):
             raise CorruptCheckpoint(f"manifest {where} is not a JSON object")
         fmt = raw.get("format")
-        if isinstance(fmt, str) and fmt.startswith(FORMAT_FAMILY) and fmt != FORMAT:
+        version = _FORMAT_RE.fullmatch(fmt) if isinstance(fmt, str) else None
+        if version and int(version.group(1)) > 1:
             raise NewerCheckpoint(
                 f"checkpoint {where} has format {fmt!r}, written by a newer crikpy (this one "
                 f"reads {FORMAT!r}); it is kept: run a crikpy that reads it")

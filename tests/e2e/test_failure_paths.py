@@ -199,3 +199,24 @@ def test_crash_consistency_sigkill_at_random_moments_of_an_s3_commit(images, con
         podman("kill", "-s", "KILL", c.name, check=False)  # it may have exited, committed
         c.wait()
         committed_any |= bool(events(c.logs(), "checkpoint.committed"))
+
+
+def test_item6_a_dump_that_stalls_past_the_deadline_is_stopped_and_the_workload_resumes(
+        images, containers, volume, tmp_path):
+    # CRIU stops itself 0.1 s into the dump, with the tree seized: a CRIU that hangs.
+    stalls = tmp_path / "criu-stalls"
+    stalls.write_text('#!/bin/sh\n(sleep 0.1; kill -STOP $$) &\nexec criu "$@"\n')
+    stalls.chmod(0o755)
+    (tmp_path / "config.yaml").write_text("criuBinary: /opt/test/criu-stalls\n"
+                                          "additionalPaths: [/var/lib/stateful]\n")
+    env = {"CRIKPY_NAME": "stall", "STATE_MIB": "256", "CRIKPY_CONFIG": "/opt/test/config.yaml",
+           "CRIKPY_GRACE_PERIOD": "6"}
+    c = containers(images["stateful"], volume=volume, env=env,
+                   extra=["-v", f"{tmp_path}:/opt/test:ro"])
+    c.wait_for(lambda _: len(states(c)) >= 2, what="two ticks")
+    started = time.monotonic()
+    assert c.stop(timeout=30) == 128 + 15, "the workload did not get its SIGTERM"
+    assert time.monotonic() - started < 6, "crikpy outlived the grace period"
+    [failed] = events(c.logs(), "checkpoint.failed")
+    assert "did not finish before the checkpoint deadline; CRIU was stopped" in failed["error"]
+    assert not list(volume.rglob("manifest.json"))

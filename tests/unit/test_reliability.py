@@ -656,3 +656,99 @@ def test_item12_the_setting_is_validated():
 
     out = crikpy("run", "--name", "x", "--after-failed-checkpoint", "forget", "--", "true")
     assert out.returncode == 171 and "after-failed-checkpoint" in out.stderr
+
+
+def _hostile_archive(path: Path, members: list[tuple[str, str, bytes | str]]) -> None:
+    """A tar written by hand: (kind, name, data or link target) per member."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for kind, name, data in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = data
+                tar.addfile(info)
+
+
+@pytest.mark.parametrize("members", [
+    # a symlink, then a file of the same name written through it
+    [("symlink", "{data}/x", "{outside}/victim"), ("file", "{data}/x", b"pwned")],
+    # a hard link whose target climbs out, then a file written over the link
+    [("hardlink", "{data}/x", "{data}/../outside/victim"), ("file", "{data}/x", b"pwned")],
+    # a hard link through one of the archive's own symlinks
+    [("symlink", "{data}/d", "{outside}"), ("hardlink", "{data}/x", "{data}/d/victim"),
+     ("file", "{data}/x", b"pwned")],
+])
+def test_item7_a_hostile_archive_writes_nothing_outside_the_configured_paths(tmp_path, members):
+    from crikpy.checkpoint import extras
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("intact")
+    fill = dict(data=str(data).lstrip("/"), outside=str(outside))
+    archive = tmp_path / "extra.tar"
+    _hostile_archive(archive, [(k, n.format(**fill), d.format(**fill) if isinstance(d, str) else d)
+                               for k, n, d in members])
+    try:
+        extras.put_back(archive, [str(data)]).keep()
+    except CorruptCheckpoint:
+        pass
+    assert (outside / "victim").read_text() == "intact"
+
+
+def test_item5_a_pointer_naming_a_bad_id_is_cleared(tmp_path):
+    store = open_store(f"file://{tmp_path / 'store'}")
+    store.put_bytes("app/latest.json", json.dumps({"id": "../../etc"}).encode())
+    run = Run(tmp_path, "sh", "-c", "echo cold")
+    code, out = run.finish()
+    assert (code, out.strip()) == (0, "cold"), run.stderr
+    assert json.loads(store.get_bytes("app/latest.json").data)["id"] is None
+
+
+def test_item5_a_pointer_naming_a_missing_checkpoint_falls_back_without_quarantine(tmp_path):
+    from crikpy import recovery
+    from crikpy.settings import Settings
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    repo = CheckpointRepository(store, "app")
+    older = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    ghost = new_id()
+    repo.point_at(ghost, reason="test")
+    s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
+    assert recovery.restore_latest(s, repo, FakeMigrator(77)) == (77, DESCRIBE["command"])
+    assert {i.id: i.status for i in repo.list()} == {older: "committed"}
+
+
+def test_item4_a_quarantined_checkpoint_is_never_restored_even_if_still_latest(tmp_path):
+    store = open_store(f"file://{tmp_path / 'store'}")
+    repo = CheckpointRepository(store, "app")
+    ckpt = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    # quarantine.json landed, but clearing the pointer did not (the store failed in between)
+    store.put_bytes(f"app/checkpoints/{ckpt}/quarantine.json", b'{"reason": "bad"}')
+    migrator = FakeMigrator(55)
+    from crikpy import recovery
+    from crikpy.settings import Settings
+
+    s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
+    assert recovery.restore_latest(s, CheckpointRepository(store, "app"), migrator) == (None, [])
+    assert migrator.restored == []
+
+
+@pytest.mark.parametrize("text", ["20261122T142301.123Z-1a2b3c4d\n",
+                                  "２０261122T142301.123Z-1a2b3c4d"])
+def test_item5_checkpoint_ids_are_strictly_ascii_and_whole(text):
+    from crikpy.checkpoint.manifest import is_id
+
+    assert not is_id(text)
+
+
+def test_item4_only_vN_formats_count_as_newer():
+    with pytest.raises(CorruptCheckpoint):
+        Manifest.from_json(_manifest_json(format="crikpy.checkpoint/x"), where="under test")
+    with pytest.raises(errors.NewerCheckpoint):
+        Manifest.from_json(_manifest_json(format="crikpy.checkpoint/v2"), where="under test")
