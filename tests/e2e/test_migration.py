@@ -105,30 +105,6 @@ def test_corrupt_checkpoint_is_quarantined_and_start_is_cold(images, containers,
     assert counts(third)[0] == counts(second)[-1] + 1
 
 
-def test_failed_dump_shuts_workload_down_and_keeps_previous_checkpoint(images, containers, volume):
-    env = {"CRIKPY_NAME": "perf", "STATE_MIB": "8"}
-    first = containers(images["stateful"], volume=volume, env=env)
-    first.wait_for(lambda _: len(states(first)) >= 2, what="two ticks")
-    assert first.stop() == 0
-    committed = events(first.logs(), "checkpoint.committed")[0]["id"]
-
-    second = containers(images["stateful"], volume=volume, env=env)
-    second.wait_for(lambda _: len(states(second)) >= 1, what="a tick")
-    second.kill("USR1")  # forwarded by crikpy; the workload opens an fd CRIU cannot dump
-    second.wait_for(lambda _: any(s["perf_fds"] for s in states(second)), what="the perf fd")
-    assert second.stop() == 128 + 15, "the workload did not get SIGTERM after the failed dump"
-    logs = second.logs()
-    assert "perf_event" in events(logs, "checkpoint.failed")[0]["error"]
-    assert not events(logs, "checkpoint.committed")
-
-    pointer = json.loads((volume / "perf" / "latest.json").read_text())
-    assert pointer["id"] == committed
-    third = containers(images["stateful"], volume=volume, env=env)
-    third.wait_for(lambda _: len(states(third)) >= 1, what="a tick")
-    assert events(third.logs(), "restore.done")[0]["id"] == committed
-    assert states(third)[0]["tick"] == states(first)[-1]["tick"] + 1
-
-
 def test_check_passes_in_a_privileged_container(images, volume):
     proc = podman("run", "--rm", *RUN_FLAGS, "-v", f"{volume}:{CHECKPOINT_DIR}",
                   "--entrypoint", "crikpy", images["crikpy"], "check", "--name", "probe",
