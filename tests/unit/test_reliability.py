@@ -8,7 +8,6 @@ tests/e2e/test_failure_paths.py.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -24,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from crikpy import deadline as deadline_mod
-from crikpy import errors, supervisor
+from crikpy import errors
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import Manifest, new_id
-from crikpy.errors import ConfigError, CorruptCheckpoint, NodeFault
+from crikpy.errors import CorruptCheckpoint, NodeFault
 from crikpy.stores import open_store
 from tests.unit.test_commit import DESCRIBE, staged
 from tests.unit.test_run import WORKLOAD, Run
