@@ -38,6 +38,11 @@ def _common(f):
                           "name, stable for StatefulSet pods]."),
         click.option("--namespace", envvar="CRIKPY_NAMESPACE", show_envvar=True,
                      help="Groups names in the store [default: $POD_NAMESPACE when set]."),
+        click.option("--encryption-key-file", envvar="CRIKPY_ENCRYPTION_KEY_FILE", show_envvar=True,
+                     help="A file (a mounted Secret) of base64-encoded 32-byte keys, one per "
+                          "line: checkpoints are sealed with the first (AES-256-GCM) and opened "
+                          "with any, and only checkpoints that authenticate are restored "
+                          "[default: none, checkpoints are stored in the clear]."),
         click.option("--log-level", type=click.Choice(settings_mod.LOG_LEVELS),
                      envvar="CRIKPY_LOG_LEVEL", show_envvar=True, help="[default: info]"),
         # S3: credentials and, when these are unset, endpoint and region come the way every AWS
@@ -62,6 +67,12 @@ def _common(f):
                      show_envvar=True, help="Server-side encryption: SSE-S3 or SSE-KMS."),
         click.option("--s3-sse-kms-key-id", envvar="CRIKPY_S3_SSE_KMS_KEY_ID", show_envvar=True,
                      help="KMS key for --s3-sse aws:kms [default: the bucket's]."),
+        click.option("--s3-credentials-file", envvar="CRIKPY_S3_CREDENTIALS_FILE",
+                     show_envvar=True,
+                     help="An AWS credentials file only crikpy reads (a mounted Secret), so that "
+                          "the workload does not inherit the keys, which would then be in every "
+                          "checkpoint [default: boto3's own search; IRSA and Pod Identity also "
+                          "keep them out]."),
         click.option("--s3-storage-class", envvar="CRIKPY_S3_STORAGE_CLASS", show_envvar=True,
                      help="Storage class of checkpoint objects, e.g. STANDARD, "
                           "INTELLIGENT_TIERING."),
@@ -150,6 +161,11 @@ def cli():
                    "the previous checkpoint is older than the state it shut down from. clear: "
                    "the next start is cold, as without crikpy. keep: the next start restores the "
                    "previous checkpoint, rewinding the workload [default: clear].")
+@click.option("--redact-command/--no-redact-command", default=None,
+              envvar="CRIKPY_REDACT_COMMAND", show_envvar=True,
+              help="Leave the workload's command line out of checkpoint manifests (it may hold "
+                   "secrets); a restore then cannot say whether the command changed "
+                   "[default: recorded].")
 @click.option("--restore-attempts", type=int, envvar="CRIKPY_RESTORE_ATTEMPTS", show_envvar=True,
               help="Restores of one checkpoint that may fail (the pod exits and restarts between "
                    "them) before it is quarantined and the previous one is tried [default: 3].")
@@ -187,11 +203,28 @@ def check(config_path, **given):
 
     s = _settings(config_path, **given)
     findings = [*preflight.criu_findings(s.criu_binary), *preflight.privilege_findings(),
-                preflight.soft_dirty_finding(s.criu_binary), _store_finding(s)]
+                preflight.soft_dirty_finding(s.criu_binary), _store_finding(s),
+                _encryption_finding(s)]
     for f in findings:
         click.echo(f"{f.status:8} {f.item:22} {f.detail}")
     if any(f.status == preflight.PROBLEM for f in findings):
         raise PreflightFailed("some checks found problems (see above)")
+
+
+def _encryption_finding(s: settings_mod.Settings):
+    from crikpy.checkpoint import keys  # noqa: PLC0415
+    from crikpy.criu.preflight import NOTE, OK, PROBLEM, Finding  # noqa: PLC0415
+
+    if not s.encryption_key_file:
+        return Finding("encryption", NOTE, "no key file: checkpoints (the workload's whole "
+                       "memory) are stored in the clear and restored unauthenticated; set "
+                       "--encryption-key-file")
+    try:
+        ring = keys.load(s.encryption_key_file)
+    except CrikpyError as e:
+        return Finding("encryption", PROBLEM, str(e))
+    return Finding("encryption", OK, f"{len(ring.keys)} key(s); new checkpoints are sealed with "
+                                     f"key id {ring.sealing_id.hex()}")
 
 
 def _store_finding(s: settings_mod.Settings):
@@ -219,12 +252,9 @@ def checkpoints():
 
 
 def _repo(config_path, given):
-    from crikpy.checkpoint.commit import CheckpointRepository  # noqa: PLC0415
-    from crikpy.stores import open_store  # noqa: PLC0415
+    from crikpy.checkpoint.commit import open_repository  # noqa: PLC0415
 
-    s = _settings(config_path, **given)
-    return CheckpointRepository(open_store(s.store, s), s.workload_key, s.keep_checkpoints,
-                                s.longest_checkpoint)
+    return open_repository(_settings(config_path, **given))
 
 
 @checkpoints.command("list", epilog=EPILOG)

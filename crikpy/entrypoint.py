@@ -16,12 +16,12 @@ from typing import Sequence
 
 from crikpy import __version__, log, procs, recovery, supervisor
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.commit import CheckpointRepository, open_repository
+from crikpy.checkpoint.manifest import REDACTED
 from crikpy.deadline import Deadline, sigterm_arrived_at
 from crikpy.errors import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, USAGE_EXIT_CODE, CrikpyError
 from crikpy.migrate import Migrator
 from crikpy.settings import Settings
-from crikpy.stores import open_store
 from crikpy.triggers import Triggers
 
 _log = log.get()
@@ -37,24 +37,28 @@ def run(settings: Settings, command: Sequence[str]) -> int:
     if os.getpid() != 1:
         procs.set_child_subreaper()
     extras.check_savable(settings.additional_paths)
-    repo = CheckpointRepository(open_store(settings.store, settings), settings.workload_key,
-                                settings.keep_checkpoints, settings.longest_checkpoint)
+    repo = open_repository(settings)
     migrator = Migrator(settings, repo)
     _log.info("crikpy.started", version=__version__, store=settings.store,
-              workload=settings.workload_key, command=command or None)
+              workload=settings.workload_key,
+              command=None if settings.redact_command or not command else command)
+    _warn_about_secrets(settings, repo)
     pid, restored_command = recovery.restore_latest(settings, repo, migrator)
     if pid is not None:
         _raise_pid_floor(settings)
-        if command and command != restored_command:
-            _log.warning("restore.command_differs", given=command, restored=restored_command)
-        command = restored_command
+        if restored_command == [REDACTED]:
+            command = command or restored_command
+        else:
+            if command and command != restored_command:
+                _log.warning("restore.command_differs", given=command, restored=restored_command)
+            command = restored_command
     else:
         if not command:
             raise NothingToRun("nothing to run: no checkpoint to restore and no command given; "
                                "use `crikpy run -- COMMAND [ARGS...]`")
         _raise_pid_floor(settings)
         try:
-            pid = supervisor.spawn(command)
+            pid = supervisor.spawn(command, workload_environment())
         except OSError as e:
             _log.error("workload.not_started", command=command, error=e.strerror)
             return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE
@@ -90,6 +94,25 @@ def _clear_stale_pointer(settings: Settings, repo: CheckpointRepository,
     except CrikpyError as e:
         _log.warning("latest.not_cleared", reason=why, error=str(e),
                      consequence="the next start restores the previous checkpoint")
+
+
+def workload_environment() -> dict[str, str]:
+    """crikpy's environment less its own CRIKPY_* settings: what the workload inherits, and so
+    what every checkpoint of its memory holds."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")}
+
+
+def _warn_about_secrets(settings: Settings, repo: CheckpointRepository) -> None:
+    if repo.keys is None:
+        _log.warning("checkpoint.unencrypted", detail="checkpoints hold the workload's whole "
+                     "memory and are stored in the clear, and restored without authentication; "
+                     "set --encryption-key-file")
+    exposed = sorted(k for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") if k in os.environ)
+    if exposed and settings.store.startswith("s3://"):
+        _log.warning("checkpoint.secret_in_environment", variables=exposed,
+                     detail="the workload inherits them, so every checkpoint of its memory holds "
+                            "them; give crikpy its credentials with --s3-credentials-file, IRSA "
+                            "or Pod Identity instead")
 
 
 def _raise_pid_floor(settings: Settings) -> None:

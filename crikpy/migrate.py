@@ -21,7 +21,7 @@ from pathlib import Path
 from crikpy import log, procs
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository
-from crikpy.checkpoint.manifest import Manifest, new_id
+from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id
 from crikpy.criu import options, preflight, session
 from crikpy.deadline import ABORT, Deadline
 from crikpy.errors import CrikpyError, CriuError, NodeFault
@@ -77,7 +77,7 @@ class Migrator:
                 name=self.repo.prefix,
                 created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="milliseconds"),
-                command=list(command),
+                command=[REDACTED] if self.settings.redact_command else list(command),
                 root_pid=pid,
                 stdio=stdio,
                 additional_paths=list(self.settings.additional_paths),

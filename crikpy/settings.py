@@ -70,6 +70,9 @@ class Settings:
     after_failed_checkpoint: str = "clear"
     restore_attempts: int = 3
     notice_wait: float | None = None  # seconds; None: the cloud's lead time plus the grace period
+    encryption_key_file: str | None = None
+    redact_command: bool = False
+    s3_credentials_file: str | None = None
 
     @property
     def longest_checkpoint(self) -> float:
@@ -185,6 +188,9 @@ _CONFIG_KEYS = {
     "afterFailedCheckpoint": ("after_failed_checkpoint", _str),
     "restoreAttempts": ("restore_attempts", _int),
     "noticeWait": ("notice_wait", parse_duration),
+    "encryptionKeyFile": ("encryption_key_file", _str),
+    "redactCommand": ("redact_command", _bool),
+    "s3CredentialsFile": ("s3_credentials_file", _str),
 }
 _CRIK_IMAGE_DIR = "imageDir"
 

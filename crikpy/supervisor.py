@@ -30,7 +30,7 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from crikpy import log, procs
 
@@ -58,7 +58,7 @@ def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
 
 
-def spawn(argv: Sequence[str]) -> int:
+def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Start the workload in its own session, as tini would; returns its PID.
 
     Its own session keeps its process group apart from crikpy's, which a restore needs (CRIU
@@ -78,7 +78,7 @@ def spawn(argv: Sequence[str]) -> int:
             os.setsid()
             procs.default_all_signals()
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
-            os.execvp(argv[0], list(argv))
+            os.execvpe(argv[0], list(argv), dict(os.environ if env is None else env))
         except OSError as e:
             os.write(report_w, str(e.errno).encode())
         finally:

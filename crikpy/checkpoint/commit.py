@@ -28,13 +28,21 @@ from pathlib import Path
 from typing import Iterable
 
 from crikpy import log
+from crikpy.checkpoint import keys as keys_mod
+from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.manifest import FileEntry, Manifest, id_age_seconds, is_id
+from crikpy.checkpoint.sealed import (CHUNK, CIPHER, AuthenticationFailed, Binding, OpenedFile,
+                                      SealedFile, is_sealed, open_bytes, seal_bytes)
 from crikpy.deadline import Deadline
-from crikpy.errors import CheckpointNotFound, CorruptCheckpoint, NewerCheckpoint, StoreError
-from crikpy.stores import MissingObject, PreconditionFailed, Store
+from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, NewerCheckpoint,
+                           StoreError)
+from crikpy.settings import Settings
+from crikpy.stores import MissingObject, PreconditionFailed, Store, open_store
+from crikpy.stores.base import LocalFile
 
 COMMITTED, QUARANTINED, INCOMPLETE, CORRUPT = "committed", "quarantined", "incomplete", "corrupt"
 NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
+ENCRYPTED = "encrypted"  # sealed with a key this process does not hold
 _ABSENT = ""  # pointer version meaning "no pointer object yet"
 _GARBLED = "<garbled>"  # what a pointer that could not be read names, until it is rewritten
 HOUSEKEEPING_SECONDS = 10.0  # the most retention and sweeping may take after a commit
@@ -61,10 +69,12 @@ class CheckpointRepository:
     """The checkpoints of one workload in one store."""
 
     def __init__(self, store: Store, workload_key: str, keep: int = 2,
-                 stale_after: float = 600.0) -> None:
+                 stale_after: float = 600.0, keys: KeyRing | None = None) -> None:
         """`stale_after`: seconds after which a writer of this name must be dead (the longest a
-        checkpoint may take); its leftovers are swept only then, never while it may be alive."""
+        checkpoint may take); its leftovers are swept only then, never while it may be alive.
+        `keys`: seal what is written, and accept only what opens under them (sealed.py)."""
         self.store = store
+        self.keys = keys
         self.prefix = workload_key
         self.keep = keep
         self.stale_after = stale_after
@@ -81,8 +91,8 @@ class CheckpointRepository:
         return f"{self.prefix}/latest.json"
 
     # the latest pointer
-    def _read_pointer(self) -> str | None:
-        obj = self.store.get_bytes(self._pointer)
+    def _read_pointer(self, deadline: Deadline | None = None) -> str | None:
+        obj = self.store.get_bytes(self._pointer, deadline=deadline)
         self._pointer_version = obj.etag if obj else _ABSENT
         if obj is None:
             return None
@@ -100,7 +110,7 @@ class CheckpointRepository:
     def _write_pointer(self, ckpt_id: str | None, deadline: Deadline | None = None,
                        **context) -> None:
         if self._pointer_version is None:
-            self._read_pointer()
+            self._read_pointer(deadline)
         body = json.dumps({"id": ckpt_id, "at": _now(), **context}).encode()
         try:
             self._pointer_version = self.store.put_bytes(
@@ -115,7 +125,7 @@ class CheckpointRepository:
             # the write itself): what the pointer names now decides, not the error.
             self._pointer_version = None
             try:
-                landed = self._read_pointer() == ckpt_id and ckpt_id is not None
+                landed = self._read_pointer(deadline) == ckpt_id and ckpt_id is not None
             except CorruptCheckpoint:
                 landed = False
             if not landed:
@@ -133,16 +143,17 @@ class CheckpointRepository:
             return None
         return self.manifest(ckpt_id)
 
-    def manifest(self, ckpt_id: str) -> Manifest:
-        obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/manifest.json")
+    def manifest(self, ckpt_id: str, deadline: Deadline | None = None) -> Manifest:
+        obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/manifest.json", deadline=deadline)
         if obj is None:
-            if any(True for _ in self.store.list(self._ckpt(ckpt_id) + "/")):
+            if any(True for _ in self.store.list(self._ckpt(ckpt_id) + "/", deadline=deadline)):
                 raise CorruptCheckpoint(f"checkpoint {ckpt_id} has no manifest (never committed)")
             raise CheckpointNotFound(
                 f"checkpoint {ckpt_id} is not in {self.store.url} under {self.prefix}; "
                 "see `crikpy checkpoints list`"
             )
-        manifest = Manifest.from_json(obj.data, where=f"of checkpoint {ckpt_id}")
+        data = self._open_manifest(ckpt_id, obj.data)
+        manifest = Manifest.from_json(data, where=f"of checkpoint {ckpt_id}")
         if manifest.id != ckpt_id:
             raise CorruptCheckpoint(f"manifest of checkpoint {ckpt_id} names another id {manifest.id}")
         return manifest
@@ -171,14 +182,17 @@ class CheckpointRepository:
         """
         watch = log.Stopwatch()
         rels = _walk_files(staging)
-        progress = log.TransferProgress("upload", sum((staging / r).stat().st_size for r in rels),
+        sources = {rel: self._source(staging / rel, ckpt_id, rel) for rel in rels}
+        progress = log.TransferProgress("upload", sum(s.size for s in sources.values()),
                                         id=ckpt_id)
         files: list[FileEntry] = []
-        for rel in rels:
-            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", str(staging / rel),
+        for rel, source in sources.items():
+            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", source,
                                          progress=progress, deadline=deadline)
             files.append(FileEntry(rel, digest.size, digest.sha256))
-        manifest = Manifest(id=ckpt_id, files=files, **describe)
+        encryption = None if self.keys is None else {
+            "cipher": CIPHER, "key_id": self.keys.sealing_id.hex(), "chunk_bytes": CHUNK}
+        manifest = Manifest(id=ckpt_id, files=files, encryption=encryption, **describe)
         self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
                        bytes=manifest.total_bytes, seconds=watch.elapsed(),
                        mb_per_s=progress.rate())
@@ -200,12 +214,30 @@ class CheckpointRepository:
                              f"from {self.store.url} (first: {missing[0]}); another pod with the "
                              "same name may have deleted them; not committing")
 
+    # sealing: what is stored when a key is set
+    def _binding(self, ckpt_id: str, name: str) -> Binding:
+        return Binding(self.prefix, ckpt_id, name)
+
+    def _source(self, path: Path, ckpt_id: str, rel: str):
+        if self.keys is None:
+            return LocalFile(str(path))
+        return SealedFile(str(path), self.keys, self._binding(ckpt_id, f"files/{rel}"))
+
+    def _open_manifest(self, ckpt_id: str, data: bytes) -> bytes:
+        """The manifest's JSON; ConfigError when it is sealed and no key here opens it."""
+        binding = self._binding(ckpt_id, "manifest.json")
+        if is_sealed(data) or self.keys is not None:
+            return open_bytes(data, self.keys, binding)
+        return data
+
     def _write_manifest(self, manifest: Manifest, deadline: Deadline | None) -> None:
         key, body = f"{self._ckpt(manifest.id)}/manifest.json", manifest.to_json()
+        if self.keys is not None:
+            body = seal_bytes(body, self.keys, self._binding(manifest.id, "manifest.json"))
         try:
             self.store.put_bytes(key, body, if_absent=True, deadline=deadline)
         except PreconditionFailed:
-            back = self.store.get_bytes(key)  # a lost answer: the write may be ours
+            back = self.store.get_bytes(key, deadline=deadline)  # a lost answer: ours?
             if back is None or back.data != body:
                 raise StoreError(f"checkpoint {manifest.id} already has another manifest in "
                                  f"{self.store.url}; not committing") from None
@@ -231,11 +263,17 @@ class CheckpointRepository:
         for entry in manifest.files:
             target = dest / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
+            sink = str(target)
+            if self.keys is not None:  # the manifest opened under a key: every file must too
+                sink = OpenedFile(sink, self.keys, self._binding(manifest.id,
+                                                                 f"files/{entry.path}"))
             try:
                 digest = self.store.get_file(f"{self._ckpt(manifest.id)}/files/{entry.path}",
-                                             str(target), progress=progress, deadline=deadline)
+                                             sink, progress=progress, deadline=deadline)
             except MissingObject:
                 raise CorruptCheckpoint(f"checkpoint {manifest.id}: file {entry.path} is missing")
+            except ConfigError as e:  # sealed with a key other than its manifest's: tampered
+                raise AuthenticationFailed(f"authentication failed: {e}") from e
             if (digest.size, digest.sha256) != (entry.size, entry.sha256):
                 raise CorruptCheckpoint(
                     f"checkpoint {manifest.id}: file {entry.path} does not match its manifest "
@@ -247,41 +285,44 @@ class CheckpointRepository:
                        mb_per_s=progress.rate())
 
     # inspection and housekeeping
-    def list(self) -> list[CheckpointInfo]:
+    def list(self, deadline: Deadline | None = None) -> list[CheckpointInfo]:
         keys_by_id: dict[str, set[str]] = {}
         base = f"{self.prefix}/checkpoints/"
-        for key in self.store.list(base):
+        for key in self.store.list(base, deadline=deadline):
             ckpt_id, _, rest = key[len(base):].partition("/")
             keys_by_id.setdefault(ckpt_id, set()).add(rest)
-        latest = self._read_pointer()
+        latest = self._read_pointer(deadline)
         infos = []
         for ckpt_id in sorted(keys_by_id):
-            infos.append(self._info(ckpt_id, keys_by_id[ckpt_id], latest))
+            infos.append(self._info(ckpt_id, keys_by_id[ckpt_id], latest, deadline))
         return infos
 
-    def _info(self, ckpt_id: str, keys: set[str], latest: str | None) -> CheckpointInfo:
+    def _info(self, ckpt_id: str, keys: set[str], latest: str | None,
+              deadline: Deadline | None = None) -> CheckpointInfo:
         is_latest = ckpt_id == latest
         if "manifest.json" not in keys:
             return CheckpointInfo(ckpt_id, INCOMPLETE, is_latest)
         created = size = problem = None
         try:
-            m = self.manifest(ckpt_id)
+            m = self.manifest(ckpt_id, deadline)
             created, size = m.created_at, m.total_bytes
         except CorruptCheckpoint as e:
             status, problem = CORRUPT, str(e)
         except NewerCheckpoint as e:
             return CheckpointInfo(ckpt_id, NEWER, is_latest, reason=str(e))
+        except ConfigError as e:
+            return CheckpointInfo(ckpt_id, ENCRYPTED, is_latest, reason=str(e))
         if "quarantine.json" in keys:  # set aside, whatever else is wrong with it
-            record = self._record(ckpt_id, "quarantine.json")
+            record = self._record(ckpt_id, "quarantine.json", deadline)
             reason = record.get("reason") if record is not None else "unreadable quarantine record"
             return CheckpointInfo(ckpt_id, QUARANTINED, is_latest, created, size, str(reason))
         if problem:
             return CheckpointInfo(ckpt_id, status, is_latest, reason=problem)
         return CheckpointInfo(ckpt_id, COMMITTED, is_latest, created, size)
 
-    def _record(self, ckpt_id: str, name: str) -> dict | None:
+    def _record(self, ckpt_id: str, name: str, deadline: Deadline | None = None) -> dict | None:
         """A small JSON record beside a checkpoint; {} when absent, None when unreadable."""
-        obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/{name}")
+        obj = self.store.get_bytes(f"{self._ckpt(ckpt_id)}/{name}", deadline=deadline)
         if obj is None:
             return {}
         try:
@@ -361,7 +402,7 @@ class CheckpointRepository:
         Incomplete ones go too, but only once their writer must be dead (`stale_after`): a racing
         pod of the same name may still be uploading a newer one.
         """
-        infos = self.list()
+        infos = self.list(deadline)
         doomed: set[str] = set()
         for status in (COMMITTED, QUARANTINED):
             same = [i for i in infos if i.status == status]
@@ -371,7 +412,8 @@ class CheckpointRepository:
         for ckpt_id in sorted(doomed):
             if deadline is not None:
                 deadline.check("retention")
-            self._delete_keys(self.store.list(self._ckpt(ckpt_id) + "/"), deadline)
+            self._delete_keys(self.store.list(self._ckpt(ckpt_id) + "/", deadline=deadline),
+                              deadline)
             self._log.info("checkpoint.pruned", id=ckpt_id)
 
 
@@ -385,3 +427,10 @@ def _walk_files(root: Path) -> list[str]:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def open_repository(settings: Settings) -> CheckpointRepository:
+    """The repository `settings` describe: its store, its keys, its retention."""
+    ring = keys_mod.load(settings.encryption_key_file) if settings.encryption_key_file else None
+    return CheckpointRepository(open_store(settings.store, settings), settings.workload_key,
+                                settings.keep_checkpoints, settings.longest_checkpoint, ring)

@@ -20,6 +20,7 @@ from crikpy.errors import CorruptCheckpoint, NewerCheckpoint
 
 FORMAT_FAMILY = "crikpy.checkpoint/"
 FORMAT = FORMAT_FAMILY + "v1"
+REDACTED = "<redacted>"  # the command, with --redact-command
 # Limits on what a manifest may claim, so a hostile one cannot exhaust memory or disk.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILES = 100_000
@@ -70,6 +71,8 @@ class Manifest:
     dump_seconds: float
     files: list[FileEntry]
     format: str = FORMAT
+    # {"cipher", "key_id", "chunk_bytes"} when the checkpoint is sealed; never a key itself.
+    encryption: dict | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -104,18 +107,21 @@ class Manifest:
             raise CorruptCheckpoint(
                 f"manifest {where} has format {fmt!r}, this crikpy reads {FORMAT!r}; "
                 "it was written by another tool")
-        required = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)} - _OPTIONAL
         missing = required - set(raw)
         if missing:
             raise CorruptCheckpoint(f"manifest {where} lacks fields {sorted(missing)}")
         try:
-            fields = {name: raw[name] for name in required}
+            fields = {name: raw[name] for name in required | (_OPTIONAL & set(raw))}
             fields["files"] = _check_files(fields["files"])
             manifest = cls(**fields)
             _check_types(manifest)
         except (TypeError, ValueError) as e:
             raise CorruptCheckpoint(f"manifest {where} is malformed: {e}")
         return manifest
+
+
+_OPTIONAL = {"encryption"}
 
 
 def _plain_int(value: Any) -> bool:
@@ -168,6 +174,13 @@ def _check_types(m: Manifest) -> None:
             or not all(k in ("0", "1", "2") and isinstance(v, str) and len(v) <= 4096
                        for k, v in m.stdio.items())):
         raise ValueError("field 'stdio' must map '0', '1', '2' to strings")
+    if m.encryption is not None and not (
+            isinstance(m.encryption, dict)
+            and isinstance(m.encryption.get("cipher"), str)
+            and isinstance(m.encryption.get("key_id"), str)
+            and re.fullmatch(r"[0-9a-f]{16}", m.encryption["key_id"])
+            and _plain_int(m.encryption.get("chunk_bytes"))):
+        raise ValueError("field 'encryption' must hold cipher, key_id and chunk_bytes")
     if (not isinstance(m.additional_paths, list) or len(m.additional_paths) > 1024
             or not all(isinstance(p, str) and p.startswith("/") and len(p) <= 4096
                        and p == posixpath.normpath(p) for p in m.additional_paths)):

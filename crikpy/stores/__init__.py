@@ -32,7 +32,8 @@ def open_store(url: str, settings: "Settings | None" = None) -> Store:
             endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
             path_style=settings.s3_path_style, part_size=settings.s3_part_size_mib * 1024 * 1024,
             concurrency=settings.s3_concurrency, sse=settings.s3_sse,
-            sse_kms_key_id=settings.s3_sse_kms_key_id, storage_class=settings.s3_storage_class)
+            sse_kms_key_id=settings.s3_sse_kms_key_id, storage_class=settings.s3_storage_class,
+            credentials_file=settings.s3_credentials_file)
         return S3Store(parsed.netloc, parsed.path, options)
     raise ConfigError(f"store '{url}': scheme '{parsed.scheme}' is not supported; "
                       "use file:///path or s3://bucket/prefix")

@@ -46,19 +46,64 @@ class MissingObject(StoreError):
 Progress = Callable[[int], None]  # called with each chunk's size as bytes move
 
 
+class Source(Protocol):
+    """What an upload reads: a local file, or its sealed bytes made as they are read."""
+
+    path: str
+    size: int
+
+    def open(self) -> BinaryIO: ...
+
+
+class Sink(Protocol):
+    """Where a download writes: a local file, or one that opens sealed bytes as they come."""
+
+    path: str
+
+    def open(self) -> BinaryIO: ...
+
+
+class LocalFile:
+    """A plain local file, as a Source and as a Sink."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def open(self, mode: str = "rb") -> BinaryIO:
+        return open(self.path, mode)
+
+
+class _LocalSink(LocalFile):
+    def open(self, mode: str = "wb") -> BinaryIO:
+        return open(self.path, mode, buffering=0)  # large chunks; a full disk shows at once
+
+
+def as_source(src: "str | Source") -> Source:
+    return LocalFile(src) if isinstance(src, (str, os.PathLike)) else src
+
+
+def as_sink(dst: "str | Sink") -> Sink:
+    return _LocalSink(dst) if isinstance(dst, (str, os.PathLike)) else dst
+
+
 class Store(Protocol):
     url: str
 
-    def put_file(self, key: str, path: str, *, progress: Progress | None = None,
+    def put_file(self, key: str, path: "str | Source", *, progress: Progress | None = None,
                  deadline: "Deadline | None" = None) -> Digest:
-        """Upload a local file; the digest is computed from the bytes as they are sent.
+        """Upload a local file (or a Source); the digest is of the bytes as they are sent.
 
         Transient failures are retried until `deadline` (DeadlineExceeded after it).
         """
 
-    def get_file(self, key: str, path: str, *, progress: Progress | None = None,
+    def get_file(self, key: str, path: "str | Sink", *, progress: Progress | None = None,
                  deadline: "Deadline | None" = None) -> Digest:
-        """Download to a local file, hashing as the bytes arrive; MissingObject if absent.
+        """Download to a local file (or a Sink), hashing the stored bytes as they arrive;
+        MissingObject if absent.
 
         `deadline` is checked between chunks (a SIGTERM may interrupt a restore's download).
         A local disk that is full raises NodeFault: the checkpoint is not to blame.
@@ -71,7 +116,7 @@ class Store(Protocol):
         Raises PreconditionFailed when the condition does not hold. Returns the new tag.
         """
 
-    def get_bytes(self, key: str) -> Versioned | None:
+    def get_bytes(self, key: str, *, deadline: "Deadline | None" = None) -> Versioned | None:
         """A small object with its tag, or None when absent."""
 
     def list(self, prefix: str, *, deadline: "Deadline | None" = None) -> Iterator[str]:

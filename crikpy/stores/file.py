@@ -9,6 +9,7 @@ wait for it, like every copy (chunk by chunk), is bounded by the caller's deadli
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -19,10 +20,11 @@ from typing import Iterator
 
 from crikpy.deadline import Deadline
 from crikpy.errors import CrikpyError, StoreError
-from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Versioned,
-                                copy_hashing, local_write_error)
+from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Sink, Source,
+                                Versioned, as_sink, as_source, copy_hashing, local_write_error)
 
 _LOCK_POLL_SECONDS = 0.05
+_LOCAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # only ever the local disk, for a download
 
 _TMP_MARK = ".tmp-"
 
@@ -57,13 +59,14 @@ class FileStore:
         except OSError as e:
             raise StoreError(f"cannot write {final} in store {self.url}: {e.strerror}") from e
 
-    def put_file(self, key: str, path: str, *, progress: Progress | None = None,
+    def put_file(self, key: str, path: str | Source, *, progress: Progress | None = None,
                  deadline: Deadline | None = None) -> Digest:
-        with open(path, "rb") as src, self._writing(key) as dst:
+        with as_source(path).open() as src, self._writing(key) as dst:
             return copy_hashing(src, dst, progress, deadline, f"writing {key} to {self.url}")
 
-    def get_file(self, key: str, path: str, *, progress: Progress | None = None,
+    def get_file(self, key: str, path: str | Sink, *, progress: Progress | None = None,
                  deadline: Deadline | None = None) -> Digest:
+        sink = as_sink(path)
         try:
             src = open(self._path(key), "rb")
         except FileNotFoundError as e:
@@ -72,18 +75,20 @@ class FileStore:
             raise StoreError(f"cannot read '{key}' from store {self.url}: {e.strerror}") from e
         with src:
             try:
-                dst = open(path, "wb", buffering=0)  # chunks are large; errors show at once
+                dst = sink.open()
             except OSError as e:
-                raise local_write_error(e, path) from e
-            with dst:
-                try:
-                    return copy_hashing(src, _WriteErrors(dst, path), progress, deadline,
+                raise local_write_error(e, sink.path) from e
+            try:
+                with dst:
+                    return copy_hashing(src, _WriteErrors(dst, sink.path), progress, deadline,
                                         f"reading {key} from {self.url}")
-                except CrikpyError:
-                    raise
-                except OSError as e:
-                    raise StoreError(f"cannot read '{key}' from store {self.url}: "
-                                     f"{e.strerror}") from e
+            except CrikpyError:
+                raise
+            except OSError as e:
+                if e.filename == sink.path or getattr(e, "errno", None) in _LOCAL_ERRNOS:
+                    raise local_write_error(e, sink.path) from e
+                raise StoreError(f"cannot read '{key}' from store {self.url}: "
+                                 f"{e.strerror}") from e
 
     @contextlib.contextmanager
     def _locked(self, deadline: Deadline | None):
@@ -119,7 +124,9 @@ class FileStore:
                 f.write(data)
         return _etag(data)
 
-    def get_bytes(self, key: str) -> Versioned | None:
+    def get_bytes(self, key: str, *, deadline: Deadline | None = None) -> Versioned | None:
+        if deadline:
+            deadline.check(f"reading {key} from {self.url}")
         try:
             data = self._path(key).read_bytes()
         except FileNotFoundError:

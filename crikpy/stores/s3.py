@@ -30,17 +30,19 @@ from typing import Callable, Iterator, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.session
 import tenacity
 from botocore.config import Config
 
 from crikpy import log
 from crikpy.deadline import Deadline, DeadlineExceeded
 from crikpy.errors import ConfigError, CrikpyError, StoreError
-from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Versioned,
-                                local_write_error)
+from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Sink, Source,
+                                Versioned, as_sink, as_source, local_write_error)
 
 MIB = 1024 * 1024
-CLEANUP_SECONDS = 3.0  # the most a cleanup may take: it runs in the reserve after a deadline
+CLEANUP_SECONDS = 3.0  # the most a cleanup may take
+CLEANUP_GRACE = 0.5  # how far past the caller's deadline, into the shutdown reserve
 T = TypeVar("T")
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
@@ -70,6 +72,9 @@ class S3Options:
     sse: str | None = None  # "AES256" (SSE-S3) or "aws:kms"
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
+    # An AWS shared-credentials file (a mounted Secret) that only crikpy reads: credentials in
+    # the environment would be inherited by the workload and so end up in every checkpoint.
+    credentials_file: str | None = None
     list_page_size: int = 1000
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -103,7 +108,13 @@ class S3Store:
     def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
         self.bucket, self.prefix, self.options = bucket, prefix.strip("/"), options
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._session = boto3.session.Session()
+        core = botocore.session.Session()
+        if options.credentials_file:
+            if not os.access(options.credentials_file, os.R_OK):
+                raise ConfigError(f"s3 credentials file {options.credentials_file} cannot be "
+                                  "read; check --s3-credentials-file and the Secret mounted there")
+            core.set_config_variable("credentials_file", options.credentials_file)
+        self._session = boto3.session.Session(botocore_session=core)
         config = Config(
             region_name=options.region,
             s3={"addressing_style": "path" if options.path_style else "auto"},
@@ -197,11 +208,11 @@ class S3Store:
         return e
 
     # large objects
-    def put_file(self, key: str, path: str, *, progress: Progress | None = None,
+    def put_file(self, key: str, path: str | Source, *, progress: Progress | None = None,
                  deadline: Deadline | None = None) -> Digest:
-        size = os.path.getsize(path)
-        if size <= self.options.part_size:
-            with open(path, "rb") as f:
+        source = as_source(path)
+        if source.size <= self.options.part_size:
+            with source.open() as f:
                 data = f.read()
             self._call(f"upload of {key}", lambda: self._client.put_object(
                 Bucket=self.bucket, Key=self._key(key), Body=data,
@@ -209,9 +220,9 @@ class S3Store:
             if progress:
                 progress(len(data))
             return Digest(len(data), hashlib.sha256(data).hexdigest())
-        return self._put_multipart(key, path, progress, deadline)
+        return self._put_multipart(key, source, progress, deadline)
 
-    def _put_multipart(self, key: str, path: str, progress: Progress | None,
+    def _put_multipart(self, key: str, source: Source, progress: Progress | None,
                        deadline: Deadline | None) -> Digest:
         full = self._key(key)
         upload_id = self._call(f"start of upload {key}", lambda: self._client.create_multipart_upload(
@@ -234,7 +245,7 @@ class S3Store:
 
         pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-put")
         try:
-            with open(path, "rb") as f:
+            with source.open() as f:
                 number = 0
                 while body := f.read(self.options.part_size):
                     number += 1
@@ -251,19 +262,27 @@ class S3Store:
                 MultipartUpload={"Parts": parts}), deadline)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
-            self._abort(full, upload_id)
+            self._abort(full, upload_id, deadline)
             raise
         pool.shutdown()
         return Digest(size, sha.hexdigest())
 
-    def _abort(self, full_key: str, upload_id: str) -> None:
+    def _abort(self, full_key: str, upload_id: str, deadline: Deadline | None) -> None:
         self._cleanup(f"abort of upload {full_key}", lambda: self._client.abort_multipart_upload(
-            Bucket=self.bucket, Key=full_key, UploadId=upload_id))
+            Bucket=self.bucket, Key=full_key, UploadId=upload_id), deadline)
 
-    def _cleanup(self, what: str, fn: Callable[[], object]) -> None:
-        """One bounded try, finished before returning; a miss is swept at a later commit."""
+    def _cleanup(self, what: str, fn: Callable[[], object],
+                 deadline: Deadline | None = None) -> None:
+        """One bounded try, finished before returning; a miss is swept at a later commit.
+
+        Past the caller's deadline it may take CLEANUP_GRACE more: the rest of the shutdown
+        reserve belongs to the workload.
+        """
+        seconds = CLEANUP_SECONDS
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline.remaining()) + CLEANUP_GRACE)
         try:
-            self._call(what, fn, Deadline.after(CLEANUP_SECONDS))
+            self._call(what, fn, Deadline.after(seconds))
         except CrikpyError as e:
             self._log.warning("store.cleanup_failed", call=what, error=str(e),
                               detail="swept at the next commit, or by the bucket's lifecycle "
@@ -292,8 +311,16 @@ class S3Store:
             args.update(KeyMarker=page.get("NextKeyMarker", ""),
                         UploadIdMarker=page.get("NextUploadIdMarker", ""))
 
-    def get_file(self, key: str, path: str, *, progress: Progress | None = None,
+    def get_file(self, key: str, path: str | Sink, *, progress: Progress | None = None,
                  deadline: Deadline | None = None) -> Digest:
+        sink = as_sink(path)
+        try:
+            return self._get(key, sink, progress, deadline)
+        except OSError as e:  # the network's are StoreErrors by now: this is the local disk
+            raise local_write_error(e, sink.path) from e
+
+    def _get(self, key: str, sink: Sink, progress: Progress | None,
+             deadline: Deadline | None) -> Digest:
         full = self._key(key)
         size = self._call(f"size of {key}", lambda: self._client.head_object(
             Bucket=self.bucket, Key=full))["ContentLength"]
@@ -317,10 +344,7 @@ class S3Store:
         in_flight: dict[Future, int] = {}
         arrived: dict[int, bytes] = {}
         next_submit = next_write = 0
-        try:
-            out = open(path, "wb", buffering=0)  # parts are large; a full disk shows at once
-        except OSError as e:
-            raise local_write_error(e, path) from e
+        out = sink.open()
         with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool, \
                 out:
             try:
@@ -338,10 +362,7 @@ class S3Store:
                     while next_write in arrived:
                         data = arrived.pop(next_write)
                         sha.update(data)
-                        try:
-                            out.write(data)
-                        except OSError as e:
-                            raise local_write_error(e, path) from e
+                        out.write(data)
                         written += len(data)
                         next_write += 1
                         if progress:
@@ -396,12 +417,12 @@ class S3Store:
                                          "with the same name could overwrite each other's pointer")
         return self._conditional_writes
 
-    def get_bytes(self, key: str) -> Versioned | None:
+    def get_bytes(self, key: str, *, deadline: Deadline | None = None) -> Versioned | None:
         def read():
             resp = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             return Versioned(resp["Body"].read(), resp["ETag"])
         try:
-            return self._call(f"read of {key}", read)
+            return self._call(f"read of {key}", read, deadline)
         except MissingObject:
             return None
 

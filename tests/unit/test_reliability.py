@@ -73,7 +73,7 @@ def test_item1_unexpected_error_at_top_level_is_one_line_and_code_170(tmp_path):
     code = (
         "import sys\n"
         "import crikpy.stores.file as f\n"
-        "def broken(self, prefix): raise TypeError('injected bug')\n"
+        "def broken(self, prefix, **kw): raise TypeError('injected bug')\n"
         "f.FileStore.list = broken\n"
         "from crikpy.cli import main\n"
         f"sys.argv = ['crikpy', 'checkpoints', 'list', '--store', 'file://{tmp_path}', '--name', 'a']\n"
