@@ -43,7 +43,9 @@ class Migrator:
         path = self.settings.work_dir / label
         try:
             shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True, mode=0o700)
+            self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.settings.work_dir, 0o700)  # dumps and downloads are the whole memory
+            path.mkdir(mode=0o700)
         except OSError as e:
             raise NodeFault(f"cannot make {path} in the work dir: {e.strerror}; set --work-dir "
                             "to a writable directory") from e

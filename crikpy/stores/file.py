@@ -1,7 +1,7 @@
 """file:// store: checkpoints in a directory, typically a mounted volume or PVC.
 
-Objects are written to a temporary name, fsynced and renamed, so a reader sees whole objects or
-none; temporary files of a writer killed mid-write are swept later. Conditional writes hold an
+Objects (0600, in directories made 0700: a checkpoint is the workload's whole memory) are
+written to a temporary name, fsynced and renamed, so a reader sees whole objects or none; temporary files of a writer killed mid-write are swept later. Conditional writes hold an
 flock on `.lock` at the store root, which every pod sharing the volume takes the same way; the
 wait for it, like every copy (chunk by chunk), is bounded by the caller's deadline.
 """
@@ -45,9 +45,9 @@ class FileStore:
         """A temporary file beside the key's path, renamed over it only when writing succeeded."""
         final = self._path(key)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(final.parent)
             tmp = final.with_name(f"{final.name}{_TMP_MARK}{secrets.token_hex(4)}")
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 try:
                     yield f
                     f.flush()
@@ -93,8 +93,8 @@ class FileStore:
     @contextlib.contextmanager
     def _locked(self, deadline: Deadline | None):
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            private_dirs(self.root)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
             raise StoreError(f"store {self.url} is not writable: {e.strerror}") from e
         try:
@@ -184,6 +184,19 @@ class FileStore:
 
 def _etag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def private_dirs(path: Path) -> None:
+    """mkdir -p, each new directory 0700: a checkpoint is the workload's whole memory."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # another writer made it meanwhile
 
 
 class _WriteErrors:

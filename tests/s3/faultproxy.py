@@ -1,12 +1,16 @@
 """A fault-injecting HTTP proxy between crikpy and the S3 server, for the retry and deadline tests.
 
 It forwards each request unchanged (so SigV4 signatures stay valid) unless a fault is queued:
-`503` answers SlowDown, `reset` drops the connection with a TCP RST, `delay:S` waits S seconds
-first, `hang` never answers. Faults can target requests whose method/path/query match, and
-`persistent` applies one to every request until cleared. With `ignore_conditions`, a refused
-conditional write (412) is answered 200 as a server that ignores If-None-Match/If-Match would
-(the headers are signed, so they cannot just be dropped). `max_in_flight` records how many
-requests were open at once.
+`503` answers SlowDown, `reset` drops the connection with a TCP RST, `lost` forwards the request
+(the server applies it) and then drops the answer with a TCP RST, so the client's retry meets its
+own write (a conditional PUT then gets 412), `delay:S` waits S seconds first, `hang` never
+answers. Faults can target requests whose "METHOD path?query" contains a `match` string (e.g.
+"DELETE " for deletes only, "partNumber=" for part uploads only), and `persistent` applies one to
+every request matching `persistent_match` (all by default) until cleared. With
+`ignore_conditions`, a refused conditional write (412) is answered 200 as a server that ignores
+If-None-Match/If-Match would (the headers are signed, so they cannot just be dropped).
+`answered` records the server's status for each forwarded request (also when the answer is then
+lost), and `max_in_flight` how many requests were open at once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.queue: deque[tuple[str, str]] = deque()  # (fault, match)
         self.persistent: str | None = None
+        self.persistent_match = ""  # `persistent` applies to requests whose "METHOD path" has it
         self.seen: list[tuple[str, str, str]] = []  # (method, path, fault or "")
+        self.answered: list[tuple[str, str, int]] = []  # (method, path, the server's status)
         self.ignore_conditions = False
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -44,7 +50,7 @@ class FaultProxy:
 
     def next_fault(self, method: str, path: str) -> str:
         with self._lock:
-            if self.persistent:
+            if self.persistent and self.persistent_match in f"{method} {path}":
                 return self.persistent
             for i, (fault, match) in enumerate(self.queue):
                 if match in f"{method} {path}":
@@ -83,10 +89,7 @@ def _handler(proxy: FaultProxy):
             fault = proxy.next_fault(self.command, self.path)
             proxy.seen.append((self.command, self.path, fault))
             if fault == "reset":
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           struct.pack("ii", 1, 0))
-                self.close_connection = True
-                self.connection.close()
+                self._reset()
                 return
             if fault == "hang":
                 time.sleep(3600)
@@ -105,6 +108,11 @@ def _handler(proxy: FaultProxy):
             upstream.request(self.command, self.path, body=body, headers=headers)
             resp = upstream.getresponse()
             data = resp.read()
+            upstream.close()
+            proxy.answered.append((self.command, self.path, resp.status))
+            if fault == "lost":  # the server has applied the request; its answer never arrives
+                self._reset()
+                return
             if resp.status == 412 and proxy.ignore_conditions:
                 self.send_response(200)
                 self.send_header("ETag", '"ignored-condition"')
@@ -120,7 +128,12 @@ def _handler(proxy: FaultProxy):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            upstream.close()
+
+        def _reset(self):
+            """Drop the connection to the client with a TCP RST (SO_LINGER 0)."""
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 

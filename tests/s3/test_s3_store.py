@@ -1,26 +1,31 @@
 """The s3:// store against a real S3-compatible server (SeaweedFS on 127.0.0.1).
 
 Faults come from a small HTTP proxy in front of the server (tests/s3/faultproxy.py): SlowDown
-answers, connection resets, delays and hangs. Each test works under its own prefix in one bucket.
+answers, connection resets, lost answers, delays and hangs. Each test works under its own prefix
+in one bucket. Tests named test_itemN_ are cited by the reliability list (3: committed is
+committed; 9: leftovers are cleaned up).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+import crikpy.checkpoint.commit as commit_module
 from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
 from crikpy.checkpoint.manifest import new_id
 from crikpy.deadline import Deadline, DeadlineExceeded
 from crikpy.errors import CorruptCheckpoint, StoreError
 from crikpy.stores import open_store
-from crikpy.stores.s3 import MIB, S3Options, S3Store
+from crikpy.stores.s3 import CLEANUP_GRACE, MIB, S3Options, S3Store
 from tests.harness.s3server import BUCKET, SECRET_KEY
 from tests.s3.faultproxy import FaultProxy
 
@@ -289,4 +294,150 @@ def test_multipart_upload_abandoned_at_the_deadline_returns_in_time(proxy, tmp_p
     deadline = Deadline.after(3)
     with pytest.raises(DeadlineExceeded):
         store.put_file("big", str(src), deadline=deadline)
-    assert deadline.remaining() > -2, "cleanup after the deadline held the checkpoint up"
+    # The abort is tried before put_file returns, but eats at most CLEANUP_GRACE of the reserve.
+    assert deadline.remaining() > -(CLEANUP_GRACE + 0.5), "cleanup held the checkpoint up"
+
+
+# 3. Committed is committed
+
+def test_item3_delete_failing_with_503_after_the_pointer_moved_is_still_committed(
+        proxy, tmp_path, monkeypatch):
+    monkeypatch.setattr(commit_module, "HOUSEKEEPING_SECONDS", 3.0)  # the bound, short for a test
+    store = make_store(proxy.endpoint)
+    repo = CheckpointRepository(store, "app", keep=1)
+    first = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    proxy.persistent, proxy.persistent_match = "503", "DELETE "  # retention of `first` fails
+    started = time.monotonic()
+    with capture_logs() as logs:
+        second = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    took = time.monotonic() - started
+    assert {m for m, _, f in proxy.seen if f} == {"DELETE"}, "the fault never hit retention"
+    assert took < commit_module.HOUSEKEEPING_SECONDS + 2, "housekeeping held the commit up"
+    [failed] = [e for e in logs if e["event"] == "checkpoint.housekeeping_failed"]
+    assert failed["id"] == second.id and "503" in failed["error"]
+    assert repo.latest_id() == second.id
+    assert CheckpointRepository(store, "app").latest() == second
+    assert first.id in {i.id for i in repo.list()}  # retention did not happen...
+
+    proxy.persistent = None
+    third = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    assert [i.id for i in repo.list()] == [third.id]  # ...and caught up at the next commit
+
+
+def test_item3_reads_failing_after_the_pointer_moved_are_bounded_too(proxy, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(commit_module, "HOUSEKEEPING_SECONDS", 3.0)
+    store = make_store(proxy.endpoint, retry_seconds=8)
+    repo = CheckpointRepository(store, "app", keep=1)
+    repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    # Object reads under checkpoints/ happen only in retention, after the pointer moved.
+    proxy.persistent = "503"
+    proxy.persistent_match = f"GET /{BUCKET}/{store.prefix}/app/checkpoints/"
+    started = time.monotonic()
+    second = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    assert CheckpointRepository(store, "app").latest_id() == second.id
+    assert time.monotonic() - started < commit_module.HOUSEKEEPING_SECONDS + 2
+
+
+@pytest.mark.parametrize("earlier", [0, 1], ids=["first-pointer", "moving-pointer"])
+def test_item3_lost_answer_to_the_pointer_write_is_read_back(proxy, tmp_path, earlier):
+    store = make_store(proxy.endpoint)
+    repo = CheckpointRepository(store, "app")
+    for _ in range(earlier):  # 0: If-None-Match on a new pointer; 1: If-Match on an existing one
+        repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    pointer = f"PUT /{BUCKET}/{store.prefix}/app/latest.json"
+    proxy.inject("lost", match=pointer)
+    with capture_logs() as logs:
+        manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    assert proxy.faults_seen() == ["lost"]
+    writes = [status for m, p, status in proxy.answered if f"{m} {p}".startswith(pointer)]
+    assert writes[-2:] == [200, 412], "the retry did not meet its own landed write"
+    assert [e["id"] for e in logs if e["event"] == "latest.confirmed"] == [manifest.id]
+    assert CheckpointRepository(store, "app").latest() == manifest
+    after = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)  # the pointer version is known
+    assert CheckpointRepository(store, "app").latest() == after
+
+
+def test_item3_lost_answer_to_the_manifest_write_is_read_back(proxy, tmp_path):
+    store = make_store(proxy.endpoint)
+    repo = CheckpointRepository(store, "app")
+    ckpt = new_id()
+    manifest_put = f"PUT /{BUCKET}/{store.prefix}/app/checkpoints/{ckpt}/manifest.json"
+    proxy.inject("lost", match=manifest_put)
+    manifest = repo.commit(staged(tmp_path), ckpt, DESCRIBE)
+    assert proxy.faults_seen() == ["lost"]
+    writes = [status for m, p, status in proxy.answered if f"{m} {p}".startswith(manifest_put)]
+    assert writes == [200, 412], "the retry did not meet its own landed write"
+    fresh = CheckpointRepository(store, "app")
+    assert fresh.latest() == manifest
+    fresh.fetch(manifest, tmp_path / "restore")
+
+
+def test_item3_manifest_read_back_does_not_take_another_writers_manifest(store, tmp_path):
+    repo = CheckpointRepository(store, "app")
+    ckpt = new_id()
+    store.put_bytes(f"app/checkpoints/{ckpt}/manifest.json", b'{"id": "someone else"}')
+    with pytest.raises(StoreError, match="already has another manifest"):
+        repo.commit(staged(tmp_path, 10), ckpt, DESCRIBE)
+    assert CheckpointRepository(store, "app").latest_id() is None
+
+
+# 9. Leftovers are cleaned up
+
+def uploads_of(s3_server, key: str) -> list[dict]:
+    """The multipart uploads S3 still holds for `key` (begun, neither completed nor aborted)."""
+    page = s3_server.client().list_multipart_uploads(Bucket=BUCKET, Prefix=key)
+    return [u for u in page.get("Uploads", []) if u["Key"] == key]
+
+
+def abandoned_upload(s3_server, key: str, older_than: float) -> str:
+    """A multipart upload with one 5 MiB part, never completed, as a killed writer leaves it;
+    returns once the server's clock says it began more than `older_than` seconds ago."""
+    client = s3_server.client()
+    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
+                       Body=os.urandom(5 * MIB))
+    [upload] = uploads_of(s3_server, key)
+    age = datetime.datetime.now(datetime.timezone.utc) - upload["Initiated"]
+    time.sleep(max(0.0, older_than - age.total_seconds()))
+    return upload_id
+
+
+def test_item9_abandoned_multipart_upload_is_swept_at_the_next_commit(store, tmp_path, s3_server):
+    key = f"{store.prefix}/app/checkpoints/{new_id()}/files/images/pages-1.img"
+    abandoned_upload(s3_server, key, older_than=1.2)  # Initiated has whole seconds
+    repo = CheckpointRepository(store, "app", stale_after=1)
+    with capture_logs() as logs:
+        manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    assert uploads_of(s3_server, key) == []
+    assert [e["key"] for e in logs if e["event"] == "store.upload_swept"] == [
+        key[len(store.prefix) + 1:]]
+    assert CheckpointRepository(store, "app").latest() == manifest
+
+
+def test_item9_a_racing_writers_multipart_upload_survives_a_commit(store, tmp_path, s3_server):
+    key = f"{store.prefix}/app/checkpoints/{new_id()}/files/images/pages-1.img"
+    upload_id = abandoned_upload(s3_server, key, older_than=1.2)  # as old as the swept one
+    repo = CheckpointRepository(store, "app", stale_after=600)  # its writer may still be alive
+    repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    assert [u["UploadId"] for u in uploads_of(s3_server, key)] == [upload_id]
+    client = s3_server.client()  # and the racing writer can still finish it
+    etag = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"][0]["ETag"]
+    client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id,
+                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert client.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == 5 * MIB
+
+
+def test_item9_failed_multipart_upload_is_aborted_before_put_file_returns(proxy, tmp_path,
+                                                                          s3_server):
+    store = make_store(proxy.endpoint)
+    src = random_file(tmp_path / "big", 12 * MIB)  # 3 parts
+    proxy.persistent, proxy.persistent_match = "503", "partNumber="  # parts fail, not the abort
+    proxy.inject("delay:0.3", match="DELETE ")  # a slow abort: put_file must wait for it
+    deadline = Deadline.after(2)
+    with pytest.raises(DeadlineExceeded):
+        store.put_file("big", str(src), deadline=deadline)
+    assert uploads_of(s3_server, f"{store.prefix}/big") == [], "upload left behind"
+    assert [(m, f) for m, p, f in proxy.seen if "uploadId=" in p and "partNumber=" not in p] == [
+        ("DELETE", "delay:0.3")]
+    assert deadline.remaining() > -(CLEANUP_GRACE + 0.5)

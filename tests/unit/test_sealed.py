@@ -191,3 +191,13 @@ def test_the_manifest_records_key_ids_never_keys(store, tmp_path):
     for key in (K1,):
         assert base64.b64encode(key).decode() not in text and key.hex() not in text
     assert os.path.getsize(_object(tmp_path, m, "manifest.json")) > sealed.HEADER_BYTES
+
+
+def test_file_store_objects_are_private(tmp_path):
+    import stat
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    CheckpointRepository(store, "ns/a").commit(staged(tmp_path, b"x"), new_id(), DESCRIBE)
+    for path in (tmp_path / "store").rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode)}"
