@@ -84,9 +84,10 @@ def _clear_stale_pointer(settings: Settings, repo: CheckpointRepository,
         why = "checkpoint failed, then the workload shut down"
     else:
         return
-    # After a SIGTERM, the kubelet's SIGKILL comes at the end of the grace period.
+    # After a SIGTERM, the kubelet's SIGKILL comes at the end of the grace period; a cleanup
+    # may run CLEANUP_GRACE past a deadline.
     arrived = sigterm_arrived_at()
-    deadline = (Deadline(arrived + settings.grace_period - 0.5) if arrived is not None
+    deadline = (Deadline(arrived + settings.grace_period - 1.0) if arrived is not None
                 else Deadline.after(30.0))
     try:
         repo.clear_latest(reason=f"{why}, code {outcome.exit_code}", deadline=deadline)

@@ -149,21 +149,30 @@ class SealedFile:
 
 
 class _SealingReader:
+    """Readable: seals one chunk at a time, as the reader asks for bytes (no bytes shifted)."""
+
     def __init__(self, plain: BinaryIO, plain_size: int, sealer: _Sealer) -> None:
         self._plain, self._sealer = plain, sealer
         self._chunks = max(1, -(-plain_size // CHUNK))
         self._next = 0
-        self._buffer = bytearray(sealer.header)
+        self._pending, self._offset = sealer.header, 0  # sealed bytes not yet read
 
     def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self._buffer) < n) and self._next < self._chunks:
-            last = self._next == self._chunks - 1
-            self._buffer += self._sealer.seal(self._next, self._plain.read(CHUNK), last)
-            self._next += 1
-        n = len(self._buffer) if n < 0 else n
-        out = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return out
+        pieces, want = [], n
+        while want != 0:
+            if self._offset == len(self._pending):
+                if self._next == self._chunks:
+                    break
+                last = self._next == self._chunks - 1
+                self._pending = self._sealer.seal(self._next, self._plain.read(CHUNK), last)
+                self._offset, self._next = 0, self._next + 1
+            take = len(self._pending) - self._offset
+            if want > 0:
+                take = min(take, want)
+                want -= take
+            pieces.append(memoryview(self._pending)[self._offset:self._offset + take])
+            self._offset += take
+        return b"".join(pieces)
 
     def close(self) -> None:
         self._plain.close()
@@ -208,16 +217,20 @@ class _OpeningStream:
 
     def write(self, data: bytes) -> int:
         self._buffer += data
+        view, at = memoryview(self._buffer), 0
         if self._opener is None:
-            if len(self._buffer) < HEADER_BYTES:
+            if len(view) < HEADER_BYTES:
                 return len(data)
-            self._opener = _Opener(self._ring, self._binding, bytes(self._buffer[:HEADER_BYTES]))
-            del self._buffer[:HEADER_BYTES]
+            self._opener = _Opener(self._ring, self._binding, bytes(view[:HEADER_BYTES]))
+            at = HEADER_BYTES
         whole = CHUNK + TAG_BYTES
-        while len(self._buffer) > whole:  # more follows, so this chunk is not the last
-            self.target.write(self._opener.open(self._index, bytes(self._buffer[:whole]), False))
-            del self._buffer[:whole]
+        while len(view) - at > whole:  # more follows, so this chunk is not the last
+            self.target.write(self._opener.open(self._index, view[at:at + whole], False))
+            at += whole
             self._index += 1
+        rest = bytearray(view[at:])  # at most one chunk, held until more comes or the end
+        view.release()
+        self._buffer = rest
         return len(data)
 
     def close(self) -> None:

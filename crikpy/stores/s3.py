@@ -410,7 +410,8 @@ class S3Store:
                 self._conditional_writes = False
             finally:
                 self._cleanup("delete of the conditional-write probe",
-                              lambda: self._client.delete_object(Bucket=self.bucket, Key=probe))
+                              lambda: self._client.delete_object(Bucket=self.bucket, Key=probe),
+                              deadline)
             if not self._conditional_writes:
                 self._log.warning("store.conditional_writes_unsupported",
                                   detail="this server ignores If-None-Match/If-Match; two pods "
