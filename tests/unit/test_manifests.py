@@ -47,3 +47,16 @@ def test_spot_example_can_read_its_node():
     assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
     assert env["KUBERNETES_NODE_NAME"] == "spec.nodeName"
+
+
+def test_spot_example_seals_checkpoints_with_keys_from_a_secret(tmp_path):
+    docs = load("statefulset-s3-spot.yaml")
+    config = tmp_path / "config.yaml"
+    config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
+    key_file = Path(read_config_file(config, required=True)["encryption_key_file"])
+    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    mount = mounts[str(key_file.parent)]
+    assert mount.get("readOnly") is True
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "secret" in volume and volume["secret"]["defaultMode"] == 0o400
