@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import posixpath
 import re
 from pathlib import Path
@@ -100,42 +101,63 @@ def normal_path(path: str) -> str:
 
 # config-file key -> (Settings field, converter). crik's keys (imageDir, additionalPaths,
 # inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    short.maxlist = short.maxdict = 4
+    short.maxlevel = 2
+    return short
+
+
+_shown = _short_repr().repr  # a value as an error quotes it: short, whatever YAML aliases built
+
+
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"config key '{key}' must be a non-empty string, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be a non-empty string, got {_shown(value)}")
     return value
 
 
 def _int(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be an integer, got {_shown(value)}")
     return value
 
 
 def _seconds(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"config key '{key}' must be a finite number of seconds, got {value!r}")
-    return float(value)
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not isinstance(value, (int, float)) or not math.isfinite(seconds):
+        raise ConfigError(f"config key '{key}' must be a finite number of seconds, "
+                          f"got {_shown(value)}")
+    return seconds
 
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be true or false, got {_shown(value)}")
     return value
 
 
 def parse_duration(key: str, value: Any) -> float:
     """Seconds from `90`, `90s`, `10m`, `1h30m`."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", str(value).strip())
-        if not match or not any(match.groups()):
-            raise ConfigError(f"{key} '{value}' is not a duration; write e.g. 90s, 10m or 1h30m")
-        h, m, sec = match.groups()
-        seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(sec or 0)
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            match = re.fullmatch(r"(?:([0-9]{1,9})h)?(?:([0-9]{1,9})m)?(?:([0-9]{1,9}(?:\.[0-9]{1,9})?)s?)?",
+                                 str(value).strip())
+            if not match or not any(match.groups()):
+                raise ConfigError(f"{key} {_shown(value)} is not a duration; write e.g. 90s, 10m "
+                                  "or 1h30m")
+            h, m, sec = match.groups()
+            seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(sec or 0)
+    except OverflowError:
+        seconds = math.inf
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"{key} must be a finite duration longer than 0, got {value!r}")
+        raise ConfigError(f"{key} must be a finite duration longer than 0, got {_shown(value)}")
     return seconds
 
 
@@ -143,13 +165,13 @@ def _names(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"config key '{key}' must be a list of names, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be a list of names, got {_shown(value)}")
     return tuple(v.strip() for v in value)
 
 
 def _paths(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"config key '{key}' must be a list of paths, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be a list of paths, got {_shown(value)}")
     return tuple(value)
 
 
@@ -205,12 +227,19 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
         return {}
     except OSError as e:
         raise ConfigError(f"config file {path} cannot be read: {e.strerror}")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8 YAML")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax")
+    except (ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        # PyYAML's constructors raise these for tags and values it cannot build (!!int abc,
+        # a 13th month, nesting too deep).
+        raise ConfigError(f"config file {path} holds a value YAML cannot build "
+                          f"({type(e).__name__}); fix that value")
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 from crikpy import log
-from crikpy.errors import ConfigError, CorruptCheckpoint
+from crikpy.errors import ConfigError, CorruptCheckpoint, NodeFault
 from crikpy.settings import normal_path
 
 ARCHIVE = "extra.tar"  # the file holding additional paths, inside a checkpoint
@@ -130,19 +130,27 @@ def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
     roots = outermost(configured)
     try:
         tar = tarfile.open(archive)
-    except (OSError, tarfile.TarError) as e:
+    except (OSError, tarfile.TarError, EOFError) as e:
         raise CorruptCheckpoint(f"the additional paths archive cannot be read: {e}") from e
     with tar:
-        members = _confined(tar.getmembers(), roots)
+        try:
+            members = _confined(tar.getmembers(), roots)
+        except (tarfile.TarError, EOFError) as e:
+            raise CorruptCheckpoint(f"the additional paths archive cannot be read: {e}") from e
         present = {root for root in roots
                    if any(m.name == root.lstrip("/") or m.name.startswith(root.lstrip("/") + "/")
                           for m in members)}
-        asides = [_set_aside(root) for root in sorted(present)]
+        asides: list[_Aside] = []
         put = PutBack(asides)
         try:
+            for root in sorted(present):
+                asides.append(_set_aside(root))
             tar.extractall("/", members=members, numeric_owner=True, filter="fully_trusted")
-        except BaseException:
+        except BaseException as e:
             put.undo()
+            if isinstance(e, (OSError, tarfile.TarError, EOFError)):
+                raise NodeFault(f"cannot put back additional paths: {e}; check the space and "
+                                "permissions where they go") from e
             raise
     _log.info("additional_paths.restored", paths=sorted(present), entries=len(members))
     return put
@@ -153,9 +161,11 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
     names: set[str] = set()
     links: set[str] = set()  # symlink members: nothing may be written through them
     files: set[str] = set()  # regular files kept: the only targets a hard link may have
+    leaves: set[str] = set()  # names that are not directories: nothing may lie under them
+    parents: set[str] = set()  # names that something lies under: they must be directories
     for m in members:
         name = PurePosixPath(m.name)
-        if (m.name != name.as_posix() or name.is_absolute() or ".." in name.parts
+        if ("\x00" in m.name or m.name != name.as_posix() or name.is_absolute() or ".." in name.parts
                 or not name.parts or len(m.name) > 4000 or any(len(p) > 255 for p in name.parts)):
             raise CorruptCheckpoint(f"the additional paths archive holds a bad name {m.name!r}")
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
@@ -164,6 +174,10 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
         if m.name in names:  # a second member of one name would be written through the first
             raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} twice")
         names.add(m.name)
+        if any(str(parent) in links or str(parent) in leaves for parent in name.parents) or (
+                not m.isdir() and m.name in parents):
+            raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} both as a "
+                                    "file and as a directory")
         if any(str(parent) in links for parent in name.parents):
             raise CorruptCheckpoint(f"the additional paths archive writes {m.name!r} through "
                                     "one of its own symlinks")
@@ -180,6 +194,9 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
             links.add(m.name)
         elif m.isreg():
             files.add(m.name)
+        if not m.isdir():
+            leaves.add(m.name)
+        parents.update(str(p) for p in name.parents)
         kept.append(m)
     return kept
 

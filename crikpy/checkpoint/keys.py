@@ -53,6 +53,9 @@ def load(path: str | Path) -> KeyRing:
     except OSError as e:
         raise ConfigError(f"encryption key file {path} cannot be read: {e.strerror}; check "
                           f"{SETTING} and the Secret mounted there") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"encryption key file {path} is not text; write one base64 key per "
+                          "line") from None
     keys = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()

@@ -124,6 +124,17 @@ class Manifest:
 _OPTIONAL = {"encryption"}
 
 
+def _plain_text(value: Any) -> bool:
+    """A string a path can be: no NUL, and UTF-8 encodable (no lone surrogates)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _plain_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -136,7 +147,7 @@ def _check_files(entries: Any) -> list[FileEntry]:
         if not isinstance(entry, dict) or not {"path", "size", "sha256"} <= set(entry):
             raise ValueError(f"bad file entry {str(entry)[:80]!r}")
         path = entry["path"]
-        if (not isinstance(path, str) or path.startswith("/") or len(path) > 1024
+        if (not _plain_text(path) or path.startswith("/") or len(path) > 1024
                 or any(p in ("", ".", "..") or len(p) > 255 for p in path.split("/"))):
             raise ValueError(f"unsafe file path {str(path)[:80]!r}")
         if not _plain_int(entry["size"]) or not 0 <= entry["size"] <= MAX_FILE_BYTES:
@@ -182,6 +193,6 @@ def _check_types(m: Manifest) -> None:
             and _plain_int(m.encryption.get("chunk_bytes"))):
         raise ValueError("field 'encryption' must hold cipher, key_id and chunk_bytes")
     if (not isinstance(m.additional_paths, list) or len(m.additional_paths) > 1024
-            or not all(isinstance(p, str) and p.startswith("/") and len(p) <= 4096
+            or not all(_plain_text(p) and p.startswith("/") and len(p) <= 4096
                        and p == posixpath.normpath(p) for p in m.additional_paths)):
         raise ValueError("field 'additional_paths' must be a list of normalised absolute paths")
