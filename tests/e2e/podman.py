@@ -43,9 +43,15 @@ class Container:
 
     def __init__(self, image: str, *, volume: Path | None = None, env: dict[str, str] | None = None,
                  command: list[str] | None = None, extra: list[str] | None = None,
-                 privileged: bool = True) -> None:
+                 privileged: bool = True, security: list[str] | None = None) -> None:
+        """`security`, when given, replaces --privileged: podman's security flags of the test's
+        own (capabilities, seccomp, mounts), added to the unprivileged base flags."""
         self.name = f"crikpy-test-{uuid.uuid4().hex[:10]}"
-        args = ["run", "-d", *(RUN_FLAGS if privileged else UNPRIVILEGED_FLAGS), "--name", self.name]
+        if security is not None:
+            flags = [*UNPRIVILEGED_FLAGS, *security]
+        else:
+            flags = RUN_FLAGS if privileged else UNPRIVILEGED_FLAGS
+        args = ["run", "-d", *flags, "--name", self.name]
         if volume is not None:
             args += ["-v", f"{volume}:{CHECKPOINT_DIR}"]
         for key, value in (env or {}).items():

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh Debian machine (as root), and does
 # nothing that is already done: podman, runc, debootstrap and openssl (a test makes a TLS
-# certificate with it) from Debian; a virtualenv in .venv with crikpy, pytest and SeaweedFS (the
-# S3 server the tests run on 127.0.0.1); the local base image that the Containerfile starts FROM.
+# certificate with it) from Debian; a virtualenv in .venv with crikpy, pytest, hypothesis and
+# SeaweedFS (the S3 server the tests run on 127.0.0.1); the local base image that the
+# Containerfile starts FROM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
