@@ -196,7 +196,7 @@ def check(config_path, **given):
     """Check that checkpoints can be taken and stored here; one line per item.
 
     Looks at CRIU (present, version suits this kernel, `criu check`), privileges, whether
-    ns_last_pid is writable, and whether the store is reachable and writable. Exits 9 when
+    ns_last_pid is writable, and whether the store is reachable and writable. Exits 180 when
     anything needed is missing.
     """
     from crikpy.criu import preflight  # noqa: PLC0415

@@ -7,6 +7,7 @@ crikpy logs to stderr so the workload's own stdout stays untouched in `kubectl l
 import logging
 import resource
 import sys
+import threading
 import time
 
 import structlog
@@ -56,16 +57,21 @@ class TransferProgress:
         self.total = total_bytes
         self._interval = interval
         self._started = self._last = time.monotonic()
+        self._lock = threading.Lock()
         self._log = get().bind(direction=direction, **context)
 
     def __call__(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self._last >= self._interval:
+        with self._lock:  # streamed uploads report from threads of their own
+            self.done += n
+            now = time.monotonic()
+            if now - self._last < self._interval:
+                return
             self._last = now
+        if self.total:
             self._log.info("transfer.progress", bytes=self.done, total_bytes=self.total,
-                           percent=round(100 * self.done / max(self.total, 1), 1),
-                           mb_per_s=self.rate())
+                           percent=round(100 * self.done / self.total, 1), mb_per_s=self.rate())
+        else:  # a stream: its size is known only at its end
+            self._log.info("transfer.progress", bytes=self.done, mb_per_s=self.rate())
 
     def rate(self) -> float:
         return round(self.done / 1e6 / max(time.monotonic() - self._started, 1e-6), 1)

@@ -20,14 +20,16 @@ from pathlib import Path
 
 from crikpy import log, procs
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.commit import CheckpointRepository, Upload
 from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id
 from crikpy.criu import options, preflight, session
+from crikpy.criu.pageserver import PageReceiver
 from crikpy.deadline import ABORT, Deadline
 from crikpy.errors import CrikpyError, CriuError, NodeFault
 from crikpy.settings import Settings
 
 IMAGES = "images"  # CRIU's images and its log, inside a checkpoint
+CLEANUP_WAIT_SECONDS = 3.5  # a failed upload's abort, bounded by the store itself
 
 _log = log.get()
 
@@ -72,9 +74,9 @@ class Migrator:
                 for path in self.settings.inotify_incompatible_paths:
                     shutil.rmtree(path, ignore_errors=True)
             watch = log.Stopwatch()
-            dump_seconds = self._dump(pid, staging, leave_running, deadline)
+            dump_seconds, streamed = self._dump(ckpt_id, pid, staging, leave_running, deadline)
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
-                      bytes=_tree_size(staging), total_seconds=watch.elapsed())
+                      local_bytes=_tree_size(staging), total_seconds=watch.elapsed())
             describe = dict(
                 name=self.repo.prefix,
                 created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -88,16 +90,27 @@ class Migrator:
                 hostname=socket.gethostname(),
                 dump_seconds=dump_seconds,
             )
-            deadline.check("the dump")
-            return self.repo.commit(staging, ckpt_id, describe, deadline)
+            try:
+                deadline.check("the dump")
+            except BaseException as e:
+                _stop_uploads(streamed, e)
+                raise
+            return self.repo.commit(staging, ckpt_id, describe, deadline, streamed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _dump(self, pid: int, staging: Path, leave_running: bool, deadline: Deadline) -> float:
+    def _dump(self, ckpt_id: str, pid: int, staging: Path, leave_running: bool,
+              deadline: Deadline) -> tuple[float, list[Upload]]:
+        """CRIU dumps the tree; its pages stream to the store as they come, never to disk."""
         images = staging / IMAGES
         images.mkdir()
         watch = log.Stopwatch()
         failed: list[BaseException] = []
+        uploads: list[Upload] = []
+
+        def open_pages(name: str) -> Upload:
+            uploads.append(self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline))
+            return uploads[-1]
 
         def on_notify(stage: str, notified_pid: int) -> bool:
             # "post-dump" comes while the tree is still frozen: the one moment when the files it
@@ -111,19 +124,28 @@ class Migrator:
                     return False
             return session.log_event(stage, notified_pid)
 
+        receiver = PageReceiver(images, open_pages).start()
         fd = os.open(images, os.O_DIRECTORY)
         try:
-            req = options.dump(pid, fd, leave_running=leave_running)
+            req = options.dump(pid, fd, leave_running=leave_running,
+                               page_server_fd=receiver.theirs.fileno())
             session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
-                         log_path=images / req.opts.log_file, deadline=deadline)
-        except CriuError:
-            if failed:
+                         log_path=images / req.opts.log_file, deadline=deadline,
+                         pass_fds=[receiver.theirs.fileno()])
+            receiver.finish(timeout=max(1.0, deadline.remaining()))
+        except BaseException as e:
+            receiver.theirs.close()
+            _stop_uploads(uploads, e)
+            if failed and isinstance(e, CriuError):
                 raise CriuError(f"copying additional paths failed: {type(failed[0]).__name__}: "
                                 f"{failed[0]}") from failed[0]
+            if receiver.error is not None and isinstance(e, CriuError):
+                raise CriuError(f"{e} (the page stream failed first: "
+                                f"{type(receiver.error).__name__}: {receiver.error})") from e
             raise
         finally:
             os.close(fd)
-        return watch.elapsed()
+        return watch.elapsed(), uploads
 
     def restore(self, manifest: Manifest) -> int:
         """Fetch, verify and restore `manifest`'s checkpoint; returns the restored root's PID.
@@ -185,6 +207,14 @@ class Migrator:
             for h in held:
                 os.close(h)
         return resp.restore.pid
+
+
+def _stop_uploads(uploads: list[Upload], error: BaseException) -> None:
+    """Make every streamed upload stop and clean up, before the caller goes on (bounded)."""
+    for upload in uploads:
+        upload.fail(error)
+    for upload in uploads:
+        upload.wait(CLEANUP_WAIT_SECONDS)
 
 
 def _tree_size(root: Path) -> int:

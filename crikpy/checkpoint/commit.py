@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -37,8 +38,8 @@ from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, NewerCheckpoint,
                            StoreError)
 from crikpy.settings import Settings
-from crikpy.stores import MissingObject, PreconditionFailed, Store, open_store
-from crikpy.stores.base import LocalFile
+from crikpy.stores import Digest, MissingObject, PreconditionFailed, Store, open_store
+from crikpy.stores.base import LocalFile, Stream
 
 COMMITTED, QUARANTINED, INCOMPLETE, CORRUPT = "committed", "quarantined", "incomplete", "corrupt"
 NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
@@ -172,11 +173,21 @@ class CheckpointRepository:
         self._write_pointer(ckpt_id, reason=reason)
 
     # committing
+    def open_upload(self, ckpt_id: str, rel: str, deadline: Deadline | None) -> "Upload":
+        """Upload a file of checkpoint `ckpt_id` while it is being written (CRIU's pages)."""
+        stream = Stream(rel)
+        source = stream if self.keys is None else SealedFile(
+            stream, self.keys, self._binding(ckpt_id, f"files/{rel}"))
+        progress = log.TransferProgress("upload", 0, id=ckpt_id, file=rel)
+        return Upload(self.store, f"{self._ckpt(ckpt_id)}/files/{rel}", rel, stream, source,
+                      deadline, progress)
+
     def commit(self, staging: Path, ckpt_id: str, describe: dict,
-               deadline: Deadline | None = None) -> Manifest:
+               deadline: Deadline | None = None, streamed: Iterable["Upload"] = ()) -> Manifest:
         """Upload every file under `staging`, then the manifest, then move the pointer.
 
-        `describe` holds the Manifest's fields other than id and files. Raises RaceLost when the
+        `describe` holds the Manifest's fields other than id and files; `streamed` are files
+        uploaded while they were written, which are waited for here. Raises RaceLost when the
         pointer moved since this process read it; the checkpoint stays committed but not latest.
         Raises DeadlineExceeded when `deadline` passes first; the pointer is then untouched.
         """
@@ -190,6 +201,11 @@ class CheckpointRepository:
             digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", source,
                                          progress=progress, deadline=deadline)
             files.append(FileEntry(rel, digest.size, digest.sha256))
+        for upload in streamed:
+            digest = upload.result()
+            files.append(FileEntry(upload.rel, digest.size, digest.sha256))
+            rels.append(upload.rel)
+        files.sort(key=lambda f: f.path)
         encryption = None if self.keys is None else {
             "cipher": CIPHER, "key_id": self.keys.sealing_id.hex(), "chunk_bytes": CHUNK}
         manifest = Manifest(id=ckpt_id, files=files, encryption=encryption, **describe)
@@ -427,6 +443,48 @@ def _walk_files(root: Path) -> list[str]:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Upload:
+    """One file uploaded by a thread of its own while another thread writes it, in bounded
+    memory: `write` blocks while the store is behind (and raises once the upload failed)."""
+
+    def __init__(self, store: Store, key: str, rel: str, stream: Stream, source,
+                 deadline: Deadline | None, progress: log.TransferProgress) -> None:
+        self.rel, self._stream = rel, stream
+        self._digest: Digest | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run,
+                                        args=(store, key, source, deadline, progress),
+                                        name=f"upload {rel}", daemon=True)
+        self._thread.start()
+
+    def _run(self, store: Store, key: str, source, deadline: Deadline | None,
+             progress: log.TransferProgress) -> None:
+        try:
+            self._digest = store.put_file(key, source, deadline=deadline, progress=progress)
+        except BaseException as e:  # noqa: BLE001  (handed to the writer and to result())
+            self._error = e
+            self._stream.fail(e)
+
+    def write(self, data: bytes) -> None:
+        self._stream.write(data)
+
+    def end(self) -> None:
+        self._stream.end()
+
+    def fail(self, error: BaseException) -> None:
+        """Stop the upload; its store cleans up (an aborted multipart upload, a removed file)."""
+        self._stream.fail(error)
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def result(self) -> Digest:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
 
 
 def open_repository(settings: Settings) -> CheckpointRepository:

@@ -136,36 +136,42 @@ def open_bytes(data: bytes, ring: KeyRing | None, binding: Binding) -> bytes:
 
 
 class SealedFile:
-    """A local file as a store's upload source: its sealed bytes, made as they are read."""
+    """A store's upload source: the sealed bytes of a local file, or of a stream of unknown
+    length (`plain` a Source with size None), made as they are read."""
 
-    def __init__(self, path: str, ring: KeyRing, binding: Binding) -> None:
-        self.path, self._ring, self._binding = path, ring, binding
-        self.plain_size = os.path.getsize(path)
-        self.size = sealed_size(self.plain_size)
+    def __init__(self, plain: "str | object", ring: KeyRing, binding: Binding) -> None:
+        self._plain = plain
+        self._ring, self._binding = ring, binding
+        self.path = plain if isinstance(plain, str) else plain.path
+        plain_size = os.path.getsize(plain) if isinstance(plain, str) else plain.size
+        self.size = None if plain_size is None else sealed_size(plain_size)
 
     def open(self) -> BinaryIO:
-        return _SealingReader(open(self.path, "rb"), self.plain_size,
-                              _Sealer(self._ring, self._binding))
+        plain = open(self._plain, "rb") if isinstance(self._plain, str) else self._plain.open()
+        return _SealingReader(plain, _Sealer(self._ring, self._binding))
 
 
 class _SealingReader:
     """Readable: seals one chunk at a time, as the reader asks for bytes (no bytes shifted)."""
 
-    def __init__(self, plain: BinaryIO, plain_size: int, sealer: _Sealer) -> None:
+    def __init__(self, plain: BinaryIO, sealer: _Sealer) -> None:
         self._plain, self._sealer = plain, sealer
-        self._chunks = max(1, -(-plain_size // CHUNK))
         self._next = 0
+        self._ahead: bytes | None = plain.read(CHUNK)  # one chunk ahead: is the next the last?
         self._pending, self._offset = sealer.header, 0  # sealed bytes not yet read
 
     def read(self, n: int = -1) -> bytes:
         pieces, want = [], n
         while want != 0:
             if self._offset == len(self._pending):
-                if self._next == self._chunks:
+                if self._ahead is None:
                     break
-                last = self._next == self._chunks - 1
-                self._pending = self._sealer.seal(self._next, self._plain.read(CHUNK), last)
+                chunk, self._ahead = self._ahead, self._plain.read(CHUNK)
+                last = not self._ahead
+                self._pending = self._sealer.seal(self._next, chunk, last)
                 self._offset, self._next = 0, self._next + 1
+                if last:
+                    self._ahead = None
             take = len(self._pending) - self._offset
             if want > 0:
                 take = min(take, want)

@@ -10,10 +10,14 @@ The choices, and why:
 - Cgroups are ignored: the new pod has its own, set by the kubelet.
 - leave_stopped: after a dump the tree stays frozen until the commit is safe, so a failed
   upload can let it run on (SIGCONT) and shut down normally.
+- unprivileged, when crikpy lacks CAP_SYS_ADMIN: CRIU's non-root mode, which works with
+  CAP_CHECKPOINT_RESTORE alone (manifests/statefulset-least-privilege.yaml). It does not carry
+  CLOCK_MONOTONIC/BOOTTIME over a restore (no time namespace is restored).
 """
 
 from __future__ import annotations
 
+from crikpy.criu.preflight import has_sys_admin
 from crikpy.criu.session import rpc
 
 LOG_LEVEL = 4  # CRIU's most verbose; the logs travel with the checkpoint and explain failures
@@ -44,14 +48,21 @@ def _common(images_dir_fd: int, log_file: str):
         shell_job=False,
         notify_scripts=True,
     )
+    if not has_sys_admin():
+        opts.unprivileged = True
     return pb, opts
 
 
 def dump(pid: int, images_dir_fd: int, *, leave_running: bool = False,
-         log_file: str = "dump.log"):
-    """A final dump leaves the tree frozen (stopped); a periodic one lets it run on."""
+         log_file: str = "dump.log", page_server_fd: int | None = None):
+    """A final dump leaves the tree frozen (stopped); a periodic one lets it run on.
+
+    With `page_server_fd`, pages go over that socket (crikpy.criu.pageserver), not to disk.
+    """
     pb, opts = _common(images_dir_fd, log_file)
     opts.pid = pid
+    if page_server_fd is not None:
+        opts.ps.fd = page_server_fd
     if leave_running:
         opts.leave_running = True
     else:

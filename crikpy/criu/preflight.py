@@ -55,7 +55,8 @@ def criu_findings(criu_binary: str = "criu") -> list[Finding]:
         found.append(Finding("criu-version", OK, f"CRIU {version} suits kernel {kernel}"))
 
     try:
-        check = subprocess.run([path, "check"], capture_output=True, text=True, timeout=60)
+        mode = [] if has_sys_admin() else ["--unprivileged"]  # as crikpy runs CRIU (options.py)
+        check = subprocess.run([path, "check", *mode], capture_output=True, text=True, timeout=60)
         text = (check.stdout + check.stderr).strip().splitlines()
         last = text[-1] if text else ""
         if check.returncode == 0:
@@ -85,7 +86,12 @@ def privilege_findings() -> list[Finding]:
         found.append(Finding("privileges", OK, "CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE held"))
     else:
         found.append(Finding("privileges", PROBLEM, "neither CAP_SYS_ADMIN nor "
-                             "CAP_CHECKPOINT_RESTORE is held; run the container privileged"))
+                             "CAP_CHECKPOINT_RESTORE is held; run the container privileged, or "
+                             "with manifests/statefulset-least-privilege.yaml's settings"))
+    if _status_field("Seccomp") not in ("0", None):
+        found.append(Finding("seccomp", PROBLEM, "crikpy runs under a seccomp filter, which CRIU "
+                             "cannot suspend in the workload without CAP_SYS_ADMIN; set the "
+                             "seccomp profile to Unconfined"))
     if os.access(procs.NS_LAST_PID, os.W_OK):
         found.append(Finding("ns_last_pid", OK, f"{procs.NS_LAST_PID} is writable"))
     else:
@@ -94,12 +100,17 @@ def privilege_findings() -> list[Finding]:
     return found
 
 
+def has_sys_admin() -> bool:
+    return bool(_effective_caps() & (1 << _CAP_SYS_ADMIN))
+
+
 def restore_blocker() -> str | None:
     """Why this node cannot restore anything, found before CRIU runs; None when nothing is seen."""
     caps = _effective_caps()
     if not (caps & (1 << _CAP_SYS_ADMIN) or caps & (1 << _CAP_CHECKPOINT_RESTORE)):
         return ("neither CAP_SYS_ADMIN nor CAP_CHECKPOINT_RESTORE is held, so CRIU cannot "
-                "restore here; run the container privileged (see `crikpy check`)")
+                "restore here; run the container privileged, or as "
+                "manifests/statefulset-least-privilege.yaml does (see `crikpy check`)")
     return None
 
 
@@ -119,7 +130,7 @@ def node_fault_in(criu_log: str) -> str | None:
     """The node's fault that a failed restore's log names, or None when it names none."""
     errors = [ln for ln in criu_log.splitlines() if "Error" in ln and "RLIMIT" not in ln]
     for pattern, meaning in _NODE_FAULTS:
-        for line in errors:
+        for line in reversed(errors):  # the last is the fatal one; earlier ones CRIU got past
             if pattern.search(line):
                 return f"{meaning}: {line[line.index('Error'):].strip()[:200]}"
     return None
@@ -137,12 +148,16 @@ def soft_dirty_finding(criu_binary: str = "criu") -> Finding:
                    "off on this kernel: every checkpoint copies all memory (no pre-dumps)")
 
 
-def _effective_caps() -> int:
+def _status_field(name: str) -> str | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
+                if line.startswith(name + ":"):
+                    return line.split()[1]
     except OSError:
         pass
-    return 0
+    return None
+
+
+def _effective_caps() -> int:
+    return int(_status_field("CapEff") or "0", 16)

@@ -36,6 +36,14 @@ def rpc():
     return pycriu.rpc
 
 
+def images():
+    """pycriu's image encoder/decoder, imported late like rpc()."""
+    rpc()
+    import pycriu  # noqa: PLC0415
+
+    return pycriu.images
+
+
 def call(req, *, criu_binary: str = "criu", pass_fds: Sequence[int] = (),
          on_notify: Notify | None = None, log_path: Path | None = None,
          deadline: "Deadline | None" = None):

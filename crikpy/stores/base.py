@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import threading
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Protocol
 
 from crikpy.errors import CrikpyError, NodeFault, StoreError
@@ -47,10 +48,11 @@ Progress = Callable[[int], None]  # called with each chunk's size as bytes move
 
 
 class Source(Protocol):
-    """What an upload reads: a local file, or its sealed bytes made as they are read."""
+    """What an upload reads: a local file, its sealed bytes made as they are read, or a stream
+    being produced meanwhile (size None: the store must not need it upfront)."""
 
     path: str
-    size: int
+    size: int | None
 
     def open(self) -> BinaryIO: ...
 
@@ -80,6 +82,77 @@ class LocalFile:
 class _LocalSink(LocalFile):
     def open(self, mode: str = "wb") -> BinaryIO:
         return open(self.path, mode, buffering=0)  # large chunks; a full disk shows at once
+
+
+class Stream:
+    """A Source that another thread writes into while the store uploads it, in bounded memory.
+
+    `write` blocks while `limit` bytes wait (so the producer, CRIU, waits for the store);
+    `read(n)` blocks until n bytes or the end, as a file's would. `fail()` makes the reader
+    raise, so the upload stops and cleans up.
+    """
+
+    size = None
+
+    def __init__(self, path: str, limit: int = 32 * 1024 * 1024) -> None:
+        self.path, self._limit = path, limit
+        self._chunks: list[bytes] = []
+        self._held = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+
+    def write(self, data: bytes) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._held < self._limit or self._error is not None)
+            if self._error is not None:
+                raise self._error
+            self._chunks.append(bytes(data))
+            self._held += len(data)
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def open(self) -> "Stream":
+        return self
+
+    def read(self, n: int = -1) -> bytes:
+        with self._cond:
+            self._cond.wait_for(lambda: self._error is not None or self._ended
+                                or (n >= 0 and self._held >= n))
+            if self._error is not None:
+                raise self._error
+            take = self._held if n < 0 else min(n, self._held)
+            out, got = [], 0
+            while got < take:
+                chunk = self._chunks[0]
+                if len(chunk) <= take - got:
+                    out.append(self._chunks.pop(0))
+                    got += len(chunk)
+                else:
+                    out.append(chunk[:take - got])
+                    self._chunks[0] = chunk[take - got:]
+                    got = take
+            self._held -= take
+            self._cond.notify_all()
+            return b"".join(out)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def as_source(src: "str | Source") -> Source:

@@ -211,7 +211,7 @@ class S3Store:
     def put_file(self, key: str, path: str | Source, *, progress: Progress | None = None,
                  deadline: Deadline | None = None) -> Digest:
         source = as_source(path)
-        if source.size <= self.options.part_size:
+        if source.size is not None and source.size <= self.options.part_size:
             with source.open() as f:
                 data = f.read()
             self._call(f"upload of {key}", lambda: self._client.put_object(

@@ -60,3 +60,22 @@ def test_spot_example_seals_checkpoints_with_keys_from_a_secret(tmp_path):
     assert mount.get("readOnly") is True
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert "secret" in volume and volume["secret"]["defaultMode"] == 0o400
+
+
+def test_least_privilege_example_holds_only_what_was_shown_necessary(tmp_path):
+    """The securityContext tests/e2e/test_least_privilege.py migrates with, and nothing more."""
+    docs = load("statefulset-least-privilege.yaml")
+    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    context = container["securityContext"]
+    assert context["privileged"] is False and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHECKPOINT_RESTORE"]}
+    assert context["seccompProfile"] == {"type": "Unconfined"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["ns-last-pid"] == "/proc/sys/kernel/ns_last_pid"
+    assert volumes["ns-last-pid"]["hostPath"] == {"path": "/proc/sys/kernel/ns_last_pid",
+                                                   "type": "File"}
+    config = tmp_path / "config.yaml"
+    config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
+    resolve({}, config, {"HOSTNAME": "counter-0"})
