@@ -88,7 +88,7 @@ class Stream:
     """A Source that another thread writes into while the store uploads it, in bounded memory.
 
     `write` blocks while `limit` bytes wait (so the producer, CRIU, waits for the store);
-    `read(n)` blocks until n bytes or the end, as a file's would. `fail()` makes the reader
+    `read(n)` blocks until n bytes (or `limit`, if n is larger) or the end, as a file's would. `fail()` makes the reader
     raise, so the upload stops and cleans up.
     """
 
@@ -126,8 +126,9 @@ class Stream:
 
     def read(self, n: int = -1) -> bytes:
         with self._cond:
+            # A read larger than the bound takes what the bound holds: the writer cannot add more.
             self._cond.wait_for(lambda: self._error is not None or self._ended
-                                or (n >= 0 and self._held >= n))
+                                or (n >= 0 and self._held >= min(n, self._limit)))
             if self._error is not None:
                 raise self._error
             take = self._held if n < 0 else min(n, self._held)

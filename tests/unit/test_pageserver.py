@@ -122,3 +122,23 @@ def test_a_failed_stream_wakes_its_blocked_writer():
     stream.fail(RuntimeError("the upload failed"))
     thread.join(timeout=5)
     assert not thread.is_alive() and errors
+
+
+def test_a_read_larger_than_the_limit_returns_what_the_limit_holds():
+    """An S3 part may be larger than the stream's bound (--s3-part-size): no deadlock."""
+    stream = Stream("pages-1.img", limit=2 * PAGE)
+
+    def producer():
+        for _ in range(6):
+            stream.write(b"z" * PAGE)
+        stream.end()
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(iter(lambda: stream.read(5 * PAGE), b"")),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    assert not reader.is_alive(), "read(n > limit) waited forever"
+    assert b"".join(got) == b"z" * 6 * PAGE
