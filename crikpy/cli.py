@@ -161,6 +161,11 @@ def cli():
                    "the previous checkpoint is older than the state it shut down from. clear: "
                    "the next start is cold, as without crikpy. keep: the next start restores the "
                    "previous checkpoint, rewinding the workload [default: clear].")
+@click.option("--compression", type=click.Choice(settings_mod.COMPRESSION),
+              envvar="CRIKPY_COMPRESSION", show_envvar=True,
+              help="Compress memory pages on their way to the store, 1 MiB at a time; a MiB "
+                   "that does not shrink is stored as it is, so memory that does not compress "
+                   "costs little [default: zstd].")
 @click.option("--redact-command/--no-redact-command", default=None,
               envvar="CRIKPY_REDACT_COMMAND", show_envvar=True,
               help="Leave the workload's command line out of checkpoint manifests (it may hold "

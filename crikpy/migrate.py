@@ -74,9 +74,11 @@ class Migrator:
                 for path in self.settings.inotify_incompatible_paths:
                     shutil.rmtree(path, ignore_errors=True)
             watch = log.Stopwatch()
-            dump_seconds, streamed = self._dump(ckpt_id, pid, staging, leave_running, deadline)
+            dump_seconds, streamed, pages_bytes = self._dump(ckpt_id, pid, staging,
+                                                             leave_running, deadline)
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
-                      local_bytes=_tree_size(staging), total_seconds=watch.elapsed())
+                      pages_bytes=pages_bytes, local_bytes=_tree_size(staging),
+                      total_seconds=watch.elapsed())
             describe = dict(
                 name=self.repo.prefix,
                 created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -100,7 +102,7 @@ class Migrator:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _dump(self, ckpt_id: str, pid: int, staging: Path, leave_running: bool,
-              deadline: Deadline) -> tuple[float, list[Upload]]:
+              deadline: Deadline) -> tuple[float, list[Upload], int]:
         """CRIU dumps the tree; its pages stream to the store as they come, never to disk."""
         images = staging / IMAGES
         images.mkdir()
@@ -109,7 +111,8 @@ class Migrator:
         uploads: list[Upload] = []
 
         def open_pages(name: str) -> Upload:
-            uploads.append(self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline))
+            uploads.append(self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline,
+                                                 compress=self.settings.compression == "zstd"))
             return uploads[-1]
 
         def on_notify(stage: str, notified_pid: int) -> bool:
@@ -145,7 +148,7 @@ class Migrator:
             raise
         finally:
             os.close(fd)
-        return watch.elapsed(), uploads
+        return watch.elapsed(), uploads, receiver.bytes
 
     def restore(self, manifest: Manifest) -> int:
         """Fetch, verify and restore `manifest`'s checkpoint; returns the restored root's PID.

@@ -27,6 +27,7 @@ NODE_STATE_SOURCES = ("kubernetes", "crik", "aws", "gcp", "azure")
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 AFTER_FAILED_CHECKPOINT = ("clear", "keep")
+COMPRESSION = ("zstd", "none")
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
 NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
 # A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
@@ -74,6 +75,7 @@ class Settings:
     encryption_key_file: str | None = None
     redact_command: bool = False
     s3_credentials_file: str | None = None
+    compression: str = "zstd"
 
     @property
     def longest_checkpoint(self) -> float:
@@ -213,6 +215,7 @@ _CONFIG_KEYS = {
     "encryptionKeyFile": ("encryption_key_file", _str),
     "redactCommand": ("redact_command", _bool),
     "s3CredentialsFile": ("s3_credentials_file", _str),
+    "compression": ("compression", _str),
 }
 _CRIK_IMAGE_DIR = "imageDir"
 
@@ -349,6 +352,8 @@ def validate(s: Settings) -> None:
     if s.after_failed_checkpoint not in AFTER_FAILED_CHECKPOINT:
         raise ConfigError(f"after-failed-checkpoint '{s.after_failed_checkpoint}' is not one of "
                           f"{', '.join(AFTER_FAILED_CHECKPOINT)}")
+    if s.compression not in COMPRESSION:
+        raise ConfigError(f"compression '{s.compression}' is not one of {', '.join(COMPRESSION)}")
     if not 1 <= s.restore_attempts <= 100:
         raise ConfigError(f"restore-attempts must be between 1 and 100, got {s.restore_attempts}")
     if s.checkpoint_on not in CHECKPOINT_ON:

@@ -30,6 +30,7 @@ from typing import Iterable
 
 from crikpy import log
 from crikpy.checkpoint import keys as keys_mod
+from crikpy.checkpoint.framed import CODEC, Compressed, Decompressed
 from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.manifest import FileEntry, Manifest, id_age_seconds, is_id
 from crikpy.checkpoint.sealed import (CHUNK, CIPHER, AuthenticationFailed, Binding, OpenedFile,
@@ -39,7 +40,7 @@ from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, N
                            StoreError)
 from crikpy.settings import Settings
 from crikpy.stores import Digest, MissingObject, PreconditionFailed, Store, open_store
-from crikpy.stores.base import LocalFile, Stream
+from crikpy.stores.base import LocalFile, Stream, as_sink
 
 COMMITTED, QUARANTINED, INCOMPLETE, CORRUPT = "committed", "quarantined", "incomplete", "corrupt"
 NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
@@ -173,14 +174,17 @@ class CheckpointRepository:
         self._write_pointer(ckpt_id, reason=reason)
 
     # committing
-    def open_upload(self, ckpt_id: str, rel: str, deadline: Deadline | None) -> "Upload":
-        """Upload a file of checkpoint `ckpt_id` while it is being written (CRIU's pages)."""
+    def open_upload(self, ckpt_id: str, rel: str, deadline: Deadline | None,
+                    compress: bool = False) -> "Upload":
+        """Upload a file of checkpoint `ckpt_id` while it is being written (CRIU's pages):
+        compressed if asked, then sealed if a key is set."""
         stream = Stream(rel)
-        source = stream if self.keys is None else SealedFile(
-            stream, self.keys, self._binding(ckpt_id, f"files/{rel}"))
+        source = Compressed(stream) if compress else stream
+        if self.keys is not None:
+            source = SealedFile(source, self.keys, self._binding(ckpt_id, f"files/{rel}"))
         progress = log.TransferProgress("upload", 0, id=ckpt_id, file=rel)
         return Upload(self.store, f"{self._ckpt(ckpt_id)}/files/{rel}", rel, stream, source,
-                      deadline, progress)
+                      deadline, progress, CODEC if compress else None)
 
     def commit(self, staging: Path, ckpt_id: str, describe: dict,
                deadline: Deadline | None = None, streamed: Iterable["Upload"] = ()) -> Manifest:
@@ -203,7 +207,7 @@ class CheckpointRepository:
             files.append(FileEntry(rel, digest.size, digest.sha256))
         for upload in streamed:
             digest = upload.result()
-            files.append(FileEntry(upload.rel, digest.size, digest.sha256))
+            files.append(FileEntry(upload.rel, digest.size, digest.sha256, upload.codec))
             rels.append(upload.rel)
         files.sort(key=lambda f: f.path)
         encryption = None if self.keys is None else {
@@ -280,6 +284,8 @@ class CheckpointRepository:
             target = dest / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             sink = str(target)
+            if entry.codec is not None:
+                sink = Decompressed(as_sink(sink), f"checkpoint {manifest.id}: {entry.path}")
             if self.keys is not None:  # the manifest opened under a key: every file must too
                 sink = OpenedFile(sink, self.keys, self._binding(manifest.id,
                                                                  f"files/{entry.path}"))
@@ -450,8 +456,9 @@ class Upload:
     memory: `write` blocks while the store is behind (and raises once the upload failed)."""
 
     def __init__(self, store: Store, key: str, rel: str, stream: Stream, source,
-                 deadline: Deadline | None, progress: log.TransferProgress) -> None:
-        self.rel, self._stream = rel, stream
+                 deadline: Deadline | None, progress: log.TransferProgress,
+                 codec: str | None = None) -> None:
+        self.rel, self._stream, self.codec = rel, stream, codec
         self._digest: Digest | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run,

@@ -21,6 +21,7 @@ from crikpy.errors import CorruptCheckpoint, NewerCheckpoint
 FORMAT_FAMILY = "crikpy.checkpoint/"
 FORMAT = FORMAT_FAMILY + "v1"
 REDACTED = "<redacted>"  # the command, with --redact-command
+CODECS = ("zstd-frames-v1",)  # framed.CODEC
 # Limits on what a manifest may claim, so a hostile one cannot exhaust memory or disk.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILES = 100_000
@@ -52,8 +53,9 @@ def id_age_seconds(ckpt_id: str) -> float:
 @dataclasses.dataclass(frozen=True)
 class FileEntry:
     path: str  # relative to the checkpoint's files/, `/`-separated
-    size: int
+    size: int  # size and sha256 of the stored bytes (compressed and sealed, if they are)
     sha256: str
+    codec: str | None = None  # framed.CODEC when the stored bytes are compressed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +81,11 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()
+        raw = dataclasses.asdict(self)
+        for entry in raw["files"]:
+            if entry["codec"] is None:
+                del entry["codec"]
+        return json.dumps(raw, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes, *, where: str) -> "Manifest":
@@ -157,7 +163,11 @@ def _check_files(entries: Any) -> list[FileEntry]:
         if path in seen:
             raise ValueError(f"file {path!r} is listed twice")
         seen.add(path)
-        files.append(FileEntry(path, entry["size"], entry["sha256"]))
+        codec = entry.get("codec")
+        if codec is not None and codec not in CODECS:
+            raise NewerCheckpoint(f"file {path!r} is stored with codec {str(codec)[:40]!r}, which "
+                                  "this crikpy does not know; a newer crikpy wrote it")
+        files.append(FileEntry(path, entry["size"], entry["sha256"], codec))
     for path in seen:  # "a" and "a/b" cannot both be files
         parts = path.split("/")
         for i in range(1, len(parts)):

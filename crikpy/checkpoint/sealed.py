@@ -191,13 +191,17 @@ class _SealingReader:
 
 
 class OpenedFile:
-    """A local file as a store's download sink: sealed bytes in, plaintext written out."""
+    """A store's download sink: sealed bytes in, plaintext out to a local file (or to another
+    sink, such as a decompressing one)."""
 
-    def __init__(self, path: str, ring: KeyRing | None, binding: Binding) -> None:
-        self.path, self._ring, self._binding = path, ring, binding
+    def __init__(self, target: "str | object", ring: KeyRing | None, binding: Binding) -> None:
+        self._target, self._ring, self._binding = target, ring, binding
+        self.path = target if isinstance(target, str) else target.path
 
     def open(self):
-        return _OpeningStream(self._ring, self._binding, open(self.path, "wb", buffering=0))
+        target = (open(self._target, "wb", buffering=0) if isinstance(self._target, str)
+                  else self._target.open())
+        return _OpeningStream(self._ring, self._binding, target)
 
 
 class _Collect:

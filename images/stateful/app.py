@@ -6,8 +6,8 @@ send heartbeats through pipes, appends one line per tick to a journal file it ke
 
     stateful {"tick": N, "digest": ..., "children": {pid: beat}, "journal_bytes": ...}
 
-The memory's content after tick N is a pure function of (SEED, STATE_MIB, N): `expected_digest`
-recomputes it from scratch, so a reader can tell restored memory from lost or corrupted memory.
+The memory's content after tick N is a pure function of (SEED, STATE_MIB, COMPRESSIBLE, N):
+`expected_digest` recomputes it from scratch, so a reader can tell restored memory from lost or corrupted memory.
 With HOLD_PERF_EVENT=1, or from the moment it gets SIGUSR1, it also holds a perf-event fd, which
 CRIU cannot dump: that is how the tests make a checkpoint fail.
 """
@@ -34,8 +34,17 @@ CHILD = (
 )
 
 
+# COMPRESSIBLE=1: each 4 KiB page is 2 KiB of hex text and 2 KiB of zeros, like a heap of
+# strings and half-used pages, instead of random bytes (for the compression benchmark).
+COMPRESSIBLE = os.environ.get("COMPRESSIBLE") == "1"
+
+
 def chunk(seed: str, index: int, tick: int) -> bytes:
-    return hashlib.shake_128(f"{seed}:{index}:{tick}".encode()).digest(MIB)
+    key = f"{seed}:{index}:{tick}".encode()
+    if not COMPRESSIBLE:
+        return hashlib.shake_128(key).digest(MIB)
+    text = hashlib.shake_128(key).hexdigest(MIB // 4).encode()  # 2 KiB of text a page
+    return b"".join(text[i:i + 2048] + bytes(2048) for i in range(0, len(text), 2048))
 
 
 def expected_digest(seed: str, mib: int, tick: int) -> str:

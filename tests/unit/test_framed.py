@@ -1,0 +1,91 @@
+"""Compressed pages: zstd frames on the way to the store, undone on the way back.
+
+Through a real file store and repository, as a dump streams them: plain and sealed, memory that
+compresses and memory that does not, and damage that must be caught.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crikpy.checkpoint import framed
+from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.keys import KeyRing
+from crikpy.checkpoint.manifest import new_id
+from crikpy.errors import CorruptCheckpoint
+from crikpy.stores import open_store
+from tests.unit.test_commit import DESCRIBE
+
+MIB = 1024 * 1024
+
+
+def heap(mib: float, compressible: bool) -> bytes:
+    size = int(mib * MIB)
+    if not compressible:
+        return os.urandom(size)
+    words = b"".join(f"key:{i} value:{i * 7919 % 10007};".encode() for i in range(size // 20))
+    return words[:size]
+
+
+def stream_through(tmp_path, data: bytes, keys=None, compress=True):
+    """Commit `data` as a streamed pages image, fetch it back; (manifest, data back, stored)."""
+    store = open_store(f"file://{tmp_path / 'store'}")
+    repo = CheckpointRepository(store, "ns/app", keys=keys)
+    ckpt_id = new_id()
+    upload = repo.open_upload(ckpt_id, "images/pages-1.img", None, compress=compress)
+    for at in range(0, len(data), 300_000):  # in pieces, as CRIU's pages come
+        upload.write(data[at:at + 300_000])
+    upload.end()
+    staging = tmp_path / f"staging-{ckpt_id}"
+    (staging / "images").mkdir(parents=True)
+    (staging / "images" / "pstree.img").write_bytes(b"tree")
+    manifest = repo.commit(staging, ckpt_id, DESCRIBE, streamed=[upload])
+    dest = tmp_path / f"restore-{ckpt_id}"
+    repo.fetch(manifest, dest)
+    stored = store.root / "ns" / "app" / "checkpoints" / ckpt_id / "files" / "images" / "pages-1.img"
+    return manifest, (dest / "images" / "pages-1.img").read_bytes(), stored
+
+
+@pytest.mark.parametrize("keys", [None, KeyRing((b"k" * 32,))], ids=["plain", "sealed"])
+@pytest.mark.parametrize("compressible", [True, False], ids=["text heap", "random heap"])
+def test_pages_round_trip(tmp_path, keys, compressible):
+    data = heap(5.5, compressible)
+    manifest, back, stored = stream_through(tmp_path, data, keys)
+    assert back == data
+    entry = next(f for f in manifest.files if f.path == "images/pages-1.img")
+    assert entry.codec == framed.CODEC and entry.size == stored.stat().st_size
+    if compressible:
+        assert entry.size <= 0.4 * len(data), f"stored {entry.size / len(data):.0%}"
+    else:  # nothing gained, and almost nothing lost: 5 bytes a frame, 16 a sealed chunk
+        assert entry.size <= len(data) + 6 * 5 + (6 * 16 + 48 if keys else 0)
+
+
+@pytest.mark.parametrize("size", [0, 1, framed.FRAME, framed.FRAME + 1])
+def test_frame_boundaries(tmp_path, size):
+    data = heap(size / MIB, True) if size else b""
+    assert stream_through(tmp_path, data)[1] == data
+
+
+def test_compression_off_stores_the_bytes_as_they_are(tmp_path):
+    data = heap(1.5, True)
+    manifest, back, stored = stream_through(tmp_path, data, compress=False)
+    assert back == data and stored.read_bytes() == data
+    assert all(f.codec is None for f in manifest.files)
+    assert b'"codec"' not in manifest.to_json()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda b: b[:-10],  # truncated inside the last frame
+    lambda b: b[:5 + 100] + bytes([b[105] ^ 0xFF]) + b[106:],  # a flipped byte in a payload
+    lambda b: (2 * framed.FRAME + 1).to_bytes(4, "little") + b[4:],  # an absurd frame length
+], ids=["truncated", "flipped", "bad length"])
+def test_damaged_frames_are_a_corrupt_checkpoint(tmp_path, damage):
+    data = heap(2.5, True)
+    store = open_store(f"file://{tmp_path / 'store'}")
+    manifest, _, stored = stream_through(tmp_path, data)
+    stored.write_bytes(damage(stored.read_bytes()))
+    repo = CheckpointRepository(store, "ns/app")
+    with pytest.raises(CorruptCheckpoint):
+        repo.fetch(manifest, tmp_path / "again")
