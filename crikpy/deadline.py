@@ -47,8 +47,9 @@ def sigterm_taken() -> float:
 
 
 def reserve(grace_seconds: float) -> float:
-    """Time kept back from the grace period for the workload to shut down if a checkpoint fails."""
-    return max(1.0, 0.1 * grace_seconds)
+    """Time kept back from the grace period if a checkpoint fails: for a bounded cleanup (at most
+    0.5 s), the workload's own shutdown, and clearing the pointer."""
+    return max(2.0, 0.1 * grace_seconds)
 
 
 class Deadline:

@@ -346,8 +346,8 @@ def validate(s: Settings) -> None:
                          ("notice-poll-interval", s.notice_poll_interval)):
         if not math.isfinite(value):
             raise ConfigError(f"{label} must be a finite number of seconds, got {value}")
-    if s.grace_period < 2:
-        raise ConfigError(f"grace-period must be at least 2 seconds, got {s.grace_period}; "
+    if s.grace_period < 3:  # 2 s of it are the reserve (deadline.py)
+        raise ConfigError(f"grace-period must be at least 3 seconds, got {s.grace_period}; "
                           "set it to the pod's terminationGracePeriodSeconds")
     if s.after_failed_checkpoint not in AFTER_FAILED_CHECKPOINT:
         raise ConfigError(f"after-failed-checkpoint '{s.after_failed_checkpoint}' is not one of "

@@ -253,8 +253,12 @@ class _OpeningStream:
                                            f"checkpoint {self._binding.checkpoint_id} is "
                                            "shorter than a sealed header")
             self.target.write(self._opener.open(self._index, bytes(self._buffer), True))
-        finally:
-            self.target.close()
+        except BaseException as e:
+            # The target (a decompressor) must not check a stream cut short here: its own
+            # complaint would hide this one, which names the real fault.
+            _close_unchecked(self.target, e)
+            raise
+        self.target.close()
 
     def __enter__(self):
         return self
@@ -264,4 +268,13 @@ class _OpeningStream:
             self.close()
         else:  # the download failed already: close the file, check nothing
             self._closed = True
-            self.target.close()
+            _close_unchecked(self.target, exc[0] if exc else None)
+
+
+def _close_unchecked(target, error: BaseException | None) -> None:
+    """Close a target after a failure, without the checks its normal close makes."""
+    leave = getattr(target, "__exit__", None)
+    if leave is None:
+        target.close()
+    else:
+        leave(type(error) if error else RuntimeError, error, None)

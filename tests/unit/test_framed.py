@@ -89,3 +89,13 @@ def test_damaged_frames_are_a_corrupt_checkpoint(tmp_path, damage):
     repo = CheckpointRepository(store, "ns/app")
     with pytest.raises(CorruptCheckpoint):
         repo.fetch(manifest, tmp_path / "again")
+
+
+def test_a_truncated_sealed_and_compressed_object_says_authentication_failed(tmp_path):
+    """The sealed layer names the fault; the decompressor below must not mask it."""
+    keys = KeyRing((b"k" * 32,))
+    store = open_store(f"file://{tmp_path / 'store'}")
+    manifest, _, stored = stream_through(tmp_path, heap(2.5, True), keys)
+    stored.write_bytes(stored.read_bytes()[:-100])
+    with pytest.raises(CorruptCheckpoint, match="^authentication failed"):
+        CheckpointRepository(store, "ns/app", keys=keys).fetch(manifest, tmp_path / "again")

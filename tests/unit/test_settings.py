@@ -103,7 +103,7 @@ def test_s3_and_grace_period_keys(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("s3PathStyle: yes please\n", "must be true or false"),
     ("gracePeriod: soon\n", "must be a finite number of seconds"),
-    ("gracePeriod: 1\n", "at least 2 seconds"),
+    ("gracePeriod: 2\n", "at least 3 seconds"),
 ])
 def test_bad_s3_and_grace_values(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
