@@ -3,6 +3,10 @@
 1. Block signals (the supervisor waits for them) and become a subreaper when not PID 1.
 2. Restore what the latest pointer names (crikpy.recovery says what a failure means), or
 3. start the command cold, above the PID floor.
+   If that loaded the store's libraries (boto3), re-exec into the same command with the workload
+   handed over: execve keeps the PID, the children, the blocked signals and those pending, and
+   the new image opens the store only when a checkpoint needs it. So PID 1 stays lean while it
+   waits, which is nearly all the time.
 4. Supervise; crikpy.triggers says when to checkpoint (SIGTERM, notices, periodic).
 5. When the workload ends on its own, or after a SIGTERM with no checkpoint wanted, or (by
    default, --after-failed-checkpoint) after one that failed, its last checkpoint is older than
@@ -11,12 +15,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import Sequence
 
 from crikpy import __version__, log, procs, recovery, supervisor
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.commit import CheckpointRepository, open_repository
+from crikpy.checkpoint.commit import CheckpointRepository, LazyRepository, open_repository
 from crikpy.checkpoint.manifest import REDACTED
 from crikpy.deadline import Deadline, sigterm_arrived_at
 from crikpy.errors import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, USAGE_EXIT_CODE, CrikpyError
@@ -25,6 +31,9 @@ from crikpy.settings import Settings
 from crikpy.triggers import Triggers
 
 _log = log.get()
+
+
+HANDOVER = "CRIKPY_HANDOVER"  # the workload's PID and command, across the lean re-exec
 
 
 class NothingToRun(CrikpyError):
@@ -37,6 +46,13 @@ def run(settings: Settings, command: Sequence[str]) -> int:
     if os.getpid() != 1:
         procs.set_child_subreaper()
     extras.check_savable(settings.additional_paths)
+    handover = os.environ.pop(HANDOVER, None)
+    if handover is not None:
+        pid, command = _taken_over(handover)
+        repo = LazyRepository(settings)
+        _log.info("crikpy.lean", pid=pid, detail="re-executed without the store's libraries; "
+                                                 "they load again when a checkpoint needs them")
+        return _supervise(settings, repo, Migrator(settings, repo), pid, command)
     repo = open_repository(settings)
     migrator = Migrator(settings, repo)
     _log.info("crikpy.started", version=__version__, store=settings.store,
@@ -63,7 +79,13 @@ def run(settings: Settings, command: Sequence[str]) -> int:
             _log.error("workload.not_started", command=command, error=e.strerror)
             return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE
         _log.info("workload.started", pid=pid, command=command)
+    if "boto3" in sys.modules:
+        _reexec_lean(pid, command)  # returns only if the exec failed
+    return _supervise(settings, repo, migrator, pid, command)
 
+
+def _supervise(settings: Settings, repo, migrator: Migrator, pid: int,
+               command: list[str]) -> int:
     triggers = Triggers(settings, migrator, command)
     outcome = supervisor.supervise(pid, triggers.on_sigterm,
                                    triggers.on_tick if triggers.wants_ticks else None,
@@ -95,6 +117,21 @@ def _clear_stale_pointer(settings: Settings, repo: CheckpointRepository,
     except CrikpyError as e:
         _log.warning("latest.not_cleared", reason=why, error=str(e),
                      consequence="the next start restores the previous checkpoint")
+
+
+def _reexec_lean(pid: int, command: list[str]) -> None:
+    env = dict(os.environ, **{HANDOVER: json.dumps({"pid": pid, "command": command})})
+    argv = [sys.executable, "-m", "crikpy", *sys.argv[1:]]
+    try:
+        os.execve(sys.executable, argv, env)
+    except OSError as e:
+        _log.warning("crikpy.lean_failed", error=e.strerror,
+                     consequence="PID 1 keeps the store's libraries in memory while it waits")
+
+
+def _taken_over(handover: str) -> tuple[int, list[str]]:
+    state = json.loads(handover)
+    return int(state["pid"]), [str(a) for a in state["command"]]
 
 
 def workload_environment() -> dict[str, str]:

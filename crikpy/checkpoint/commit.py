@@ -494,6 +494,19 @@ class Upload:
         return self._digest
 
 
+class LazyRepository:
+    """A repository opened on first use: a waiting PID 1 then holds no S3 client (boto3)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._repo: CheckpointRepository | None = None
+
+    def __getattr__(self, name: str):
+        if self._repo is None:
+            self._repo = open_repository(self._settings)
+        return getattr(self._repo, name)
+
+
 def open_repository(settings: Settings) -> CheckpointRepository:
     """The repository `settings` describe: its store, its keys, its retention."""
     ring = keys_mod.load(settings.encryption_key_file) if settings.encryption_key_file else None

@@ -53,6 +53,7 @@ def run(mib: int, image: str, server: S3Server, tmp: Path, compressible: bool) -
     second = None
     try:
         first.wait_for(lambda _: len(states(first)) >= 2, timeout=300, what="two ticks")
+        idle_kib = int(first.exec("grep", "VmRSS", "/proc/1/status").split()[1])  # crikpy, waiting
         first.stop(timeout=600)
         dump_logs = first.logs()
         second = Container(image, env=env)
@@ -84,6 +85,7 @@ def run(mib: int, image: str, server: S3Server, tmp: Path, compressible: bool) -
                                                  f"({uploaded['files']} files)", ""),
         ("checkpoint, SIGTERM to committed", f"{done['seconds']:.2f} s, {mb / done['seconds']:.0f} MB/s",
          f"upload_file {up_s:.2f} s, {mb / up_s:.0f} MB/s; ratio {done['seconds'] / up_s:.2f}"),
+        ("crikpy idle RSS (PID 1, waiting)", f"{idle_kib / 1024:.0f} MiB", ""),
         ("crikpy peak RSS at checkpoint", f"{done['peak_rss_mib']:.0f} MiB", ""),
         ("download + verify", f"{fetched['seconds']:.2f} s, {mb / fetched['seconds']:.0f} MB/s",
          f"download_file {down_s:.2f} s, {mb / down_s:.0f} MB/s; "

@@ -194,3 +194,28 @@ def test_checkpoint_on_never_is_plain_init(tmp_path):
     assert run.finish()[0] == 0
     assert run.event("checkpoint.decision")[0]["reason"] == "checkpoint-on never"
     assert not run.event("checkpoint.started")
+
+
+def test_with_an_s3_store_pid_1_re_execs_lean_and_goes_on_supervising(tmp_path, s3_server):
+    """boto3 loaded for the start is shed by re-exec; signals, exit codes and the store still work."""
+    from tests.harness.s3server import BUCKET
+
+    env_backup = dict(os.environ)
+    os.environ.update(s3_server.env)
+    try:
+        run = Run(tmp_path, sys.executable, "-c", WORKLOAD,
+                  extra=["--store", f"s3://{BUCKET}/lean-{os.getpid()}", "--s3-path-style"])
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    assert run.readline().startswith("ready")
+    time.sleep(1.0)  # the re-exec happens right after the start
+    run.proc.send_signal(signal.SIGUSR1)
+    assert run.readline() == "got SIGUSR1", "signals stopped reaching the workload"
+    run.proc.send_signal(signal.SIGTERM)
+    code, out = run.finish()
+    assert out.strip() == "got SIGTERM" and code == 0
+    [lean] = run.event("crikpy.lean")
+    assert run.event("checkpoint.failed")  # no CRIU on this host; the store opened lazily
+    assert run.event("latest.cleared"), "the store could not be used after the re-exec"
+    assert len(run.event("crikpy.started")) == 1
