@@ -61,6 +61,9 @@ class Migrator:
         CRIU's dump fails, CRIU has let the tree run on; if anything after the dump fails, the
         tree is frozen and the caller decides (SIGCONT). Raises CrikpyError either way.
         """
+        warm = getattr(self.repo, "warm", None)  # a lean PID 1's store opens alongside CRIU
+        if warm:
+            warm()
         terminals = procs.terminal_users(pid)
         if terminals:
             raise CriuError(f"the workload is on a terminal ({terminals[0]}), which CRIU can dump "

@@ -495,16 +495,29 @@ class Upload:
 
 
 class LazyRepository:
-    """A repository opened on first use: a waiting PID 1 then holds no S3 client (boto3)."""
+    """A repository opened on first use: a waiting PID 1 then holds no S3 client (boto3).
+
+    Opening costs about half a second (importing boto3, making a client): `warm()` starts it in
+    a thread when a checkpoint begins, so that it overlaps CRIU's own start.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._repo: CheckpointRepository | None = None
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        if self._repo is None:
+            threading.Thread(target=self._open, name="store-warm", daemon=True).start()
+
+    def _open(self) -> CheckpointRepository:
+        with self._lock:
+            if self._repo is None:
+                self._repo = open_repository(self._settings)
+            return self._repo
 
     def __getattr__(self, name: str):
-        if self._repo is None:
-            self._repo = open_repository(self._settings)
-        return getattr(self._repo, name)
+        return getattr(self._repo if self._repo is not None else self._open(), name)
 
 
 def open_repository(settings: Settings) -> CheckpointRepository:
