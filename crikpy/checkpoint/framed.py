@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
+from crikpy.checkpoint.chunked import TransformedReader
 from crikpy.errors import CorruptCheckpoint
 
 CODEC = "zstd-frames-v1"
@@ -41,36 +42,14 @@ class Compressed:
         self.path = plain.path
 
     def open(self) -> BinaryIO:
-        return _Compressing(self._plain.open())
+        return TransformedReader(self._plain.open(), FRAME, _Framer().frame)
 
 
-class _Compressing:
-    def __init__(self, plain: BinaryIO) -> None:
-        self._plain = plain
+class _Framer:
+    def __init__(self) -> None:
         self._compressor = _zstd().ZstdCompressor(level=LEVEL)
-        self._ahead: bytes | None = plain.read(FRAME)  # one frame ahead: is this the last?
-        self._pending, self._offset = b"", 0
 
-    def read(self, n: int = -1) -> bytes:
-        pieces, want = [], n
-        while want != 0:
-            if self._offset == len(self._pending):
-                if self._ahead is None:
-                    break
-                chunk, self._ahead = self._ahead, self._plain.read(FRAME)
-                last = not self._ahead
-                self._pending, self._offset = self._frame(chunk, last), 0
-                if last:
-                    self._ahead = None
-            take = len(self._pending) - self._offset
-            if want > 0:
-                take = min(take, want)
-                want -= take
-            pieces.append(memoryview(self._pending)[self._offset:self._offset + take])
-            self._offset += take
-        return b"".join(pieces)
-
-    def _frame(self, chunk: bytes, last: bool) -> bytes:
+    def frame(self, index: int, chunk: bytes, last: bool) -> bytes:
         flags = _LAST if last else 0
         probe = chunk[:_PROBE]
         if len(chunk) > _PROBE and len(self._compressor.compress(probe)) >= _WORTH * len(probe):
@@ -79,15 +58,6 @@ class _Compressing:
         if len(packed) < _WORTH * len(chunk):
             return _HEAD.pack(len(packed), flags | _ZSTD) + packed
         return _HEAD.pack(len(chunk), flags) + chunk
-
-    def close(self) -> None:
-        self._plain.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class Decompressed:

@@ -19,6 +19,7 @@ import secrets
 import struct
 from typing import BinaryIO
 
+from crikpy.checkpoint.chunked import TransformedReader
 from crikpy.checkpoint.keys import KEY_ID_BYTES, SETTING, KeyRing
 from crikpy.errors import ConfigError, CorruptCheckpoint
 
@@ -148,46 +149,8 @@ class SealedFile:
 
     def open(self) -> BinaryIO:
         plain = open(self._plain, "rb") if isinstance(self._plain, str) else self._plain.open()
-        return _SealingReader(plain, _Sealer(self._ring, self._binding))
-
-
-class _SealingReader:
-    """Readable: seals one chunk at a time, as the reader asks for bytes (no bytes shifted)."""
-
-    def __init__(self, plain: BinaryIO, sealer: _Sealer) -> None:
-        self._plain, self._sealer = plain, sealer
-        self._next = 0
-        self._ahead: bytes | None = plain.read(CHUNK)  # one chunk ahead: is the next the last?
-        self._pending, self._offset = sealer.header, 0  # sealed bytes not yet read
-
-    def read(self, n: int = -1) -> bytes:
-        pieces, want = [], n
-        while want != 0:
-            if self._offset == len(self._pending):
-                if self._ahead is None:
-                    break
-                chunk, self._ahead = self._ahead, self._plain.read(CHUNK)
-                last = not self._ahead
-                self._pending = self._sealer.seal(self._next, chunk, last)
-                self._offset, self._next = 0, self._next + 1
-                if last:
-                    self._ahead = None
-            take = len(self._pending) - self._offset
-            if want > 0:
-                take = min(take, want)
-                want -= take
-            pieces.append(memoryview(self._pending)[self._offset:self._offset + take])
-            self._offset += take
-        return b"".join(pieces)
-
-    def close(self) -> None:
-        self._plain.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        sealer = _Sealer(self._ring, self._binding)
+        return TransformedReader(plain, CHUNK, sealer.seal, prefix=sealer.header)
 
 
 class OpenedFile:
