@@ -24,7 +24,8 @@ for line in sys.stdin:
     if line.startswith("{"):
         e = json.loads(line)
         if e["event"] in keep:
-            figures = " ".join(f"{k}={e[k]}" for k in ("id", "seconds", "bytes") if k in e)
+            figures = " ".join(f"{k}={e[k]}" for k in ("id", "seconds", "bytes", "pages_bytes")
+                               if k in e)
             print("  crikpy:", e["event"], figures)
     else:
         print(line, end="")'
