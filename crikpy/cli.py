@@ -122,7 +122,8 @@ def cli():
 @click.option("--grace-period", type=float, envvar="CRIKPY_GRACE_PERIOD", show_envvar=True,
               help="Seconds from SIGTERM to the kubelet's SIGKILL (the pod's "
                    "terminationGracePeriodSeconds). A checkpoint not committed by then, less a "
-                   "10% reserve (at least 2 s), is abandoned and the workload shuts down normally [default: 30].")
+                   "10% reserve (at least 2 s), is abandoned and the workload shuts down "
+                   "normally [default: 30].")
 @click.option("--checkpoint-on", type=click.Choice(settings_mod.CHECKPOINT_ON),
               envvar="CRIKPY_CHECKPOINT_ON", show_envvar=True,
               help="What a SIGTERM means. always: checkpoint. node-shutdown: checkpoint only when "

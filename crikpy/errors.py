@@ -2,7 +2,7 @@
 
 Every error a user can cause or fix carries a one-line message that names what is wrong and how
 to fix it; `cli.py` prints that line and exits with the error's code. crikpy's own codes live in
-170-181, out of the range workloads and shells use (0-125, 126/127, 128+N for signal N), so a
+170-180, out of the range workloads and shells use (0-125, 126/127, 128+N for signal N), so a
 pod's exit code says at once whether the workload or crikpy ended it. EXIT_CODES is the one list;
 the README's table is checked against it by a test.
 """

@@ -94,7 +94,7 @@ def parent_of(pid: int) -> int | None:
 
 
 def terminal_users(root: int) -> list[str]:
-    """Processes of the tree at `root` that have a terminal: a controlling tty, or a tty on fd 0-2."""
+    """Processes of the tree at `root` with a terminal: a controlling tty, or a tty on fd 0-2."""
     found = []
     for pid in tree(root):
         fields = _stat_fields(pid)

@@ -32,7 +32,8 @@ _NOT_ITS_FAULT = (NodeFault, StoreError, NewerCheckpoint, Interrupted)
 
 def restore_latest(settings: Settings, repo: CheckpointRepository,
                    migrator: Migrator) -> tuple[int | None, list[str]]:
-    """Restore what the latest pointer names: (root PID, its command), or (None, []) to cold-start."""
+    """Restore what the latest pointer names: (root PID, its command), or (None, []) to start
+    cold."""
     try:
         ckpt_id = repo.latest_id()
     except CorruptCheckpoint as e:
@@ -109,7 +110,7 @@ def _uncount(repo: CheckpointRepository, ckpt_id: str, failures: int, error: Exc
     try:
         repo.record_attempt(ckpt_id, failures, f"not counted: {error}")
     except StoreError:
-        pass  # the store is what failed; the count stays one too high, which only hastens a quarantine
+        pass  # the store is what failed; the count stays one too high: a quarantine comes sooner
 
 
 def _nothing_to_restore(settings: Settings, why: str) -> tuple[None, list[str]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import reprlib
 import posixpath
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -81,7 +81,8 @@ class Settings:
     def longest_checkpoint(self) -> float:
         """The most seconds any checkpoint of this configuration may take (a notice's lead, or
         the grace period): a writer of this name older than that is dead."""
-        leads = [NOTICE_LEAD_SECONDS[s] for s in self.node_state_sources if s in NOTICE_LEAD_SECONDS]
+        leads = [NOTICE_LEAD_SECONDS[source] for source in self.node_state_sources
+                 if source in NOTICE_LEAD_SECONDS]
         return max([self.grace_period, *leads])
 
     def notice_wait_seconds(self, source: str | None) -> float:
@@ -101,8 +102,6 @@ def normal_path(path: str) -> str:
     return "/" + posixpath.normpath(path).lstrip("/") if path.startswith("/") else path
 
 
-# config-file key -> (Settings field, converter). crik's keys (imageDir, additionalPaths,
-# inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
 def _short_repr() -> reprlib.Repr:
     short = reprlib.Repr()
     short.maxstring = short.maxother = 60
@@ -114,6 +113,8 @@ def _short_repr() -> reprlib.Repr:
 _shown = _short_repr().repr  # a value as an error quotes it: short, whatever YAML aliases built
 
 
+# config-file key -> (Settings field, converter). crik's keys (imageDir, additionalPaths,
+# inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"config key '{key}' must be a non-empty string, got {_shown(value)}")
@@ -143,14 +144,17 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
+_DURATION_RE = re.compile(r"(?:([0-9]{1,9})h)?(?:([0-9]{1,9})m)?"
+                          r"(?:([0-9]{1,9}(?:\.[0-9]{1,9})?)s?)?")
+
+
 def parse_duration(key: str, value: Any) -> float:
     """Seconds from `90`, `90s`, `10m`, `1h30m`."""
     try:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             seconds = float(value)
         else:
-            match = re.fullmatch(r"(?:([0-9]{1,9})h)?(?:([0-9]{1,9})m)?(?:([0-9]{1,9}(?:\.[0-9]{1,9})?)s?)?",
-                                 str(value).strip())
+            match = _DURATION_RE.fullmatch(str(value).strip())
             if not match or not any(match.groups()):
                 raise ConfigError(f"{key} {_shown(value)} is not a duration; write e.g. 90s, 10m "
                                   "or 1h30m")
@@ -291,8 +295,6 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
     # Flag values arrive as text or tuples; config-file values were converted when read.
     if "work_dir" in merged:
         merged["work_dir"] = Path(merged["work_dir"])
-    if "additional_paths" in merged:
-        merged["additional_paths"] = tuple(merged["additional_paths"])
     if "node_state_sources" in merged:
         merged["node_state_sources"] = _names("node-state-sources", merged["node_state_sources"])
     for field in ("checkpoint_interval", "notice_wait"):

@@ -88,7 +88,7 @@ class Triggers:
                 return True
             procs.signal_tree(pid, signal.SIGCONT)
         if self.settings.checkpoint_interval and time.monotonic() >= self._next_periodic:
-            # As long as any checkpoint may take: a SIGTERM arriving meanwhile waits for it.
+            # As long as any checkpoint may take; a SIGTERM arriving meanwhile interrupts it.
             self._checkpoint(pid, Deadline.for_grace_period(self.settings.grace_period,
                                                             on_sigterm=ABORT),
                              "periodic", leave_running=True)

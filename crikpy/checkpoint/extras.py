@@ -34,12 +34,16 @@ _SAVABLE = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
 _log = log.get()
 
 
+def _under(path: str, root: str) -> bool:
+    """`path` is `root` or lies inside it (both absolute, normalised)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def outermost(paths: Iterable[str]) -> list[str]:
     """Normalised absolute paths with those inside another listed path dropped."""
-    normal = sorted({normal_path(p) for p in paths})
     kept: list[str] = []
-    for p in normal:
-        if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in kept):
+    for p in sorted({normal_path(p) for p in paths}):
+        if not any(_under(p, k) for k in kept):
             kept.append(p)
     return kept
 
@@ -137,9 +141,7 @@ def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
             members = _confined(tar.getmembers(), roots)
         except (tarfile.TarError, EOFError) as e:
             raise CorruptCheckpoint(f"the additional paths archive cannot be read: {e}") from e
-        present = {root for root in roots
-                   if any(m.name == root.lstrip("/") or m.name.startswith(root.lstrip("/") + "/")
-                          for m in members)}
+        present = {root for root in roots if any(_under("/" + m.name, root) for m in members)}
         asides: list[_Aside] = []
         put = PutBack(asides)
         try:
@@ -165,8 +167,9 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
     parents: set[str] = set()  # names that something lies under: they must be directories
     for m in members:
         name = PurePosixPath(m.name)
-        if ("\x00" in m.name or m.name != name.as_posix() or name.is_absolute() or ".." in name.parts
-                or not name.parts or len(m.name) > 4000 or any(len(p) > 255 for p in name.parts)):
+        if ("\x00" in m.name or m.name != name.as_posix() or name.is_absolute()
+                or ".." in name.parts or not name.parts or len(m.name) > 4000
+                or any(len(p) > 255 for p in name.parts)):
             raise CorruptCheckpoint(f"the additional paths archive holds a bad name {m.name!r}")
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
             raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r}, which is "
@@ -174,15 +177,15 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
         if m.name in names:  # a second member of one name would be written through the first
             raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} twice")
         names.add(m.name)
-        if any(str(parent) in links or str(parent) in leaves for parent in name.parents) or (
-                not m.isdir() and m.name in parents):
-            raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} both as a "
-                                    "file and as a directory")
         if any(str(parent) in links for parent in name.parents):
             raise CorruptCheckpoint(f"the additional paths archive writes {m.name!r} through "
                                     "one of its own symlinks")
+        if any(str(parent) in leaves for parent in name.parents) or (
+                not m.isdir() and m.name in parents):
+            raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} both as a "
+                                    "file and as a directory")
         absolute = "/" + m.name
-        if not any(absolute == r or absolute.startswith(r.rstrip("/") + "/") for r in roots):
+        if not any(_under(absolute, r) for r in roots):
             _log.warning("additional_path.ignored", path=absolute,
                          reason="not under a path this pod's settings name")
             continue

@@ -4,8 +4,9 @@
 
 A frame whose compressed form would not be at least 3 % smaller is stored raw. Incompressible
 memory (random data, already-compressed data) is detected by compressing only each MiB's first
-64 KiB: when that probe does not shrink, the MiB goes out raw, so it costs 1/16 of a try. The manifest, never the object, says that a file is framed (a workload's own
-memory could start with any bytes). When a key is set, the framed bytes are what gets sealed:
+64 KiB: when that probe does not shrink, the MiB goes out raw, so it costs 1/16 of a try. The
+manifest, never the object, says that a file is framed (a workload's own memory could start
+with any bytes). When a key is set, the framed bytes are what gets sealed:
 compression first, then encryption. docs/format.md specifies it.
 """
 

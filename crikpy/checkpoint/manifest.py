@@ -16,12 +16,12 @@ import re
 import secrets
 from typing import Any
 
+from crikpy.checkpoint import framed
 from crikpy.errors import CorruptCheckpoint, NewerCheckpoint
 
-FORMAT_FAMILY = "crikpy.checkpoint/"
-FORMAT = FORMAT_FAMILY + "v1"
+FORMAT = "crikpy.checkpoint/v1"
 REDACTED = "<redacted>"  # the command, with --redact-command
-CODECS = ("zstd-frames-v1",)  # framed.CODEC
+CODECS = (framed.CODEC,)
 # Limits on what a manifest may claim, so a hostile one cannot exhaust memory or disk.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILES = 100_000
@@ -158,7 +158,8 @@ def _check_files(entries: Any) -> list[FileEntry]:
             raise ValueError(f"unsafe file path {str(path)[:80]!r}")
         if not _plain_int(entry["size"]) or not 0 <= entry["size"] <= MAX_FILE_BYTES:
             raise ValueError(f"bad size for {path!r}")
-        if not isinstance(entry["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]):
+        sha256 = entry["sha256"]
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise ValueError(f"bad sha256 for {path!r}")
         if path in seen:
             raise ValueError(f"file {path!r} is listed twice")

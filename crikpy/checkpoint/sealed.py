@@ -14,7 +14,7 @@ name, checkpoint or workload fails authentication. docs/format.md specifies it.
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import secrets
 import struct
 from typing import BinaryIO
@@ -22,6 +22,7 @@ from typing import BinaryIO
 from crikpy.checkpoint.chunked import TransformedReader
 from crikpy.checkpoint.keys import KEY_ID_BYTES, SETTING, KeyRing
 from crikpy.errors import ConfigError, CorruptCheckpoint
+from crikpy.stores.base import Sink, Source, as_sink, as_source
 
 MAGIC = b"CRKPYS\x00\x01"
 SALT_BYTES = 32
@@ -122,11 +123,7 @@ class _Opener:
 
 def seal_bytes(data: bytes, ring: KeyRing, binding: Binding) -> bytes:
     sealer = _Sealer(ring, binding)
-    out = [sealer.header]
-    chunks = max(1, -(-len(data) // CHUNK))
-    for i in range(chunks):
-        out.append(sealer.seal(i, data[i * CHUNK:(i + 1) * CHUNK], i == chunks - 1))
-    return b"".join(out)
+    return TransformedReader(io.BytesIO(data), CHUNK, sealer.seal, prefix=sealer.header).read()
 
 
 def open_bytes(data: bytes, ring: KeyRing | None, binding: Binding) -> bytes:
@@ -140,31 +137,28 @@ class SealedFile:
     """A store's upload source: the sealed bytes of a local file, or of a stream of unknown
     length (`plain` a Source with size None), made as they are read."""
 
-    def __init__(self, plain: "str | object", ring: KeyRing, binding: Binding) -> None:
-        self._plain = plain
+    def __init__(self, plain: "str | Source", ring: KeyRing, binding: Binding) -> None:
+        self._plain = as_source(plain)
         self._ring, self._binding = ring, binding
-        self.path = plain if isinstance(plain, str) else plain.path
-        plain_size = os.path.getsize(plain) if isinstance(plain, str) else plain.size
+        self.path = self._plain.path
+        plain_size = self._plain.size
         self.size = None if plain_size is None else sealed_size(plain_size)
 
     def open(self) -> BinaryIO:
-        plain = open(self._plain, "rb") if isinstance(self._plain, str) else self._plain.open()
         sealer = _Sealer(self._ring, self._binding)
-        return TransformedReader(plain, CHUNK, sealer.seal, prefix=sealer.header)
+        return TransformedReader(self._plain.open(), CHUNK, sealer.seal, prefix=sealer.header)
 
 
 class OpenedFile:
     """A store's download sink: sealed bytes in, plaintext out to a local file (or to another
     sink, such as a decompressing one)."""
 
-    def __init__(self, target: "str | object", ring: KeyRing | None, binding: Binding) -> None:
-        self._target, self._ring, self._binding = target, ring, binding
-        self.path = target if isinstance(target, str) else target.path
+    def __init__(self, target: "str | Sink", ring: KeyRing | None, binding: Binding) -> None:
+        self._target, self._ring, self._binding = as_sink(target), ring, binding
+        self.path = self._target.path
 
     def open(self):
-        target = (open(self._target, "wb", buffering=0) if isinstance(self._target, str)
-                  else self._target.open())
-        return _OpeningStream(self._ring, self._binding, target)
+        return _OpeningStream(self._ring, self._binding, self._target.open())
 
 
 class _Collect:

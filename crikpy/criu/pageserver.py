@@ -44,7 +44,7 @@ class PagesStream(Protocol):
 
 
 class PageReceiver:
-    """Runs in its own thread for one dump; `sockets()` gives CRIU's end to pass as `ps.fd`."""
+    """Runs in its own thread for one dump; `theirs` is CRIU's end of the socket, for `ps.fd`."""
 
     def __init__(self, images: Path, open_pages: Callable[[str], PagesStream],
                  write_pagemap: Callable[[Path, dict], None] | None = None) -> None:

@@ -81,8 +81,7 @@ def criu_findings(criu_binary: str = "criu") -> list[Finding]:
 
 def privilege_findings() -> list[Finding]:
     found = []
-    caps = _effective_caps()
-    if caps & (1 << _CAP_SYS_ADMIN) or caps & (1 << _CAP_CHECKPOINT_RESTORE):
+    if _can_run_criu():
         found.append(Finding("privileges", OK, "CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE held"))
     else:
         found.append(Finding("privileges", PROBLEM, "neither CAP_SYS_ADMIN nor "
@@ -104,10 +103,13 @@ def has_sys_admin() -> bool:
     return bool(_effective_caps() & (1 << _CAP_SYS_ADMIN))
 
 
+def _can_run_criu() -> bool:
+    return bool(_effective_caps() & (1 << _CAP_SYS_ADMIN | 1 << _CAP_CHECKPOINT_RESTORE))
+
+
 def restore_blocker() -> str | None:
     """Why this node cannot restore anything, found before CRIU runs; None when nothing is seen."""
-    caps = _effective_caps()
-    if not (caps & (1 << _CAP_SYS_ADMIN) or caps & (1 << _CAP_CHECKPOINT_RESTORE)):
+    if not _can_run_criu():
         return ("neither CAP_SYS_ADMIN nor CAP_CHECKPOINT_RESTORE is held, so CRIU cannot "
                 "restore here; run the container privileged, or as "
                 "manifests/statefulset-least-privilege.yaml does (see `crikpy check`)")

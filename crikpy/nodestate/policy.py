@@ -106,9 +106,9 @@ class NoticeWatcher:
                 except Exception as e:  # noqa: BLE001  (the watcher must outlive any answer)
                     if source.name not in self._unavailable_logged:  # say so once, not per poll
                         self._unavailable_logged.add(source.name)
-                        detail = str(e) if isinstance(e, Unavailable) else f"{type(e).__name__}: {e}"
                         _log.warning("notice.source_unavailable", source=source.name,
-                                     detail=detail)
+                                     detail=str(e) if isinstance(e, Unavailable)
+                                     else f"{type(e).__name__}: {e}")
                     continue
                 if notice:
                     self.source, self.notice = source.name, notice

@@ -88,8 +88,8 @@ class Stream:
     """A Source that another thread writes into while the store uploads it, in bounded memory.
 
     `write` blocks while `limit` bytes wait (so the producer, CRIU, waits for the store);
-    `read(n)` blocks until n bytes (or `limit`, if n is larger) or the end, as a file's would. `fail()` makes the reader
-    raise, so the upload stops and cleans up.
+    `read(n)` blocks until n bytes (or `limit`, if n is larger) or the end, as a file's would.
+    `fail()` makes the reader raise, so the upload stops and cleans up.
     """
 
     size = None

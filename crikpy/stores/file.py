@@ -1,15 +1,15 @@
 """file:// store: checkpoints in a directory, typically a mounted volume or PVC.
 
 Objects (0600, in directories made 0700: a checkpoint is the workload's whole memory) are
-written to a temporary name, fsynced and renamed, so a reader sees whole objects or none; temporary files of a writer killed mid-write are swept later. Conditional writes hold an
-flock on `.lock` at the store root, which every pod sharing the volume takes the same way; the
-wait for it, like every copy (chunk by chunk), is bounded by the caller's deadline.
+written to a temporary name, fsynced and renamed, so a reader sees whole objects or none;
+temporary files of a writer killed mid-write are swept later. Conditional writes hold an flock
+on `.lock` at the store root, which every pod sharing the volume takes the same way; the wait
+for it, like every copy (chunk by chunk), is bounded by the caller's deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Iterator
 
 from crikpy.deadline import Deadline
-from crikpy.errors import CrikpyError, StoreError
+from crikpy.errors import StoreError
 from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Sink, Source,
                                 Versioned, as_sink, as_source, copy_hashing, local_write_error)
 
 _LOCK_POLL_SECONDS = 0.05
-_LOCAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # only ever the local disk, for a download
 
 _TMP_MARK = ".tmp-"
 
@@ -73,20 +72,10 @@ class FileStore:
             raise MissingObject(f"object '{key}' is missing from store {self.url}") from e
         except OSError as e:
             raise StoreError(f"cannot read '{key}' from store {self.url}: {e.strerror}") from e
-        with src:
+        with src, _LocalErrors(sink) as dst:
             try:
-                dst = sink.open()
-            except OSError as e:
-                raise local_write_error(e, sink.path) from e
-            try:
-                with dst:
-                    return copy_hashing(src, _WriteErrors(dst, sink.path), progress, deadline,
-                                        f"reading {key} from {self.url}")
-            except CrikpyError:
-                raise
-            except OSError as e:
-                if e.filename == sink.path or getattr(e, "errno", None) in _LOCAL_ERRNOS:
-                    raise local_write_error(e, sink.path) from e
+                return copy_hashing(src, dst, progress, deadline, f"reading {key} from {self.url}")
+            except OSError as e:  # the sink's are NodeFaults by now: this is the store's
                 raise StoreError(f"cannot read '{key}' from store {self.url}: "
                                  f"{e.strerror}") from e
 
@@ -199,14 +188,28 @@ def private_dirs(path: Path) -> None:
             pass  # another writer made it meanwhile
 
 
-class _WriteErrors:
-    """A local file whose write errors say what they mean for a download (NodeFault)."""
+class _LocalErrors:
+    """A download's sink, opened: whatever fails in it (opening, writing, closing) is the local
+    disk's, so this node's (NodeFault), never the store's."""
 
-    def __init__(self, f, path: str) -> None:
-        self._f, self._path = f, path
+    def __init__(self, sink: Sink) -> None:
+        self._path = sink.path
+        try:
+            self._f = sink.open()
+        except OSError as e:
+            raise local_write_error(e, self._path) from e
 
     def write(self, data: bytes) -> int:
         try:
             return self._f.write(data)
+        except OSError as e:
+            raise local_write_error(e, self._path) from e
+
+    def __enter__(self) -> "_LocalErrors":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._f.__exit__(*exc)
         except OSError as e:
             raise local_write_error(e, self._path) from e
