@@ -15,8 +15,9 @@ What a container needs, each part shown necessary by `test_each_part_is_needed`:
   kernel lets CRIU suspend a filter (PTRACE_O_SUSPEND_SECCOMP) only if CRIU holds CAP_SYS_ADMIN
   and is under no filter itself. Any profile fails, an allow-all one included.
 - `-v /proc/sys/kernel/ns_last_pid:/proc/sys/kernel/ns_last_pid`: /proc/sys is read-only in a
-  container; without crikpy's PID floor the restored workload's PID is taken by crikpy's own
-  helpers. The sysctl acts on the writer's PID namespace, so this exposes nothing of the host
+  container; without crikpy's PID floor the workload runs with a low PID, which whatever starts
+  first in the next container (crikpy's own helpers, a wrapper script's children) may hold.
+  The sysctl acts on the writer's PID namespace, so this exposes nothing of the host
   (`--security-opt unmask=/proc/sys` works too, but opens every host-wide sysctl to the container).
 
 A workload that holds an established TCP connection when it is dumped also needs CAP_NET_ADMIN
@@ -138,12 +139,34 @@ NEEDED = {
 }
 
 
+def _wrapped(pids: int) -> tuple[list[str], list[str]]:
+    """`--entrypoint` and command for a start in which a wrapper shell holds PIDs up to `pids`
+    with `sleep`s before it execs crikpy, as a wrapper script or crikpy's own helpers would.
+
+    A container's first PIDs are not stable: runc's setup takes 2..5, sometimes one more, so
+    what a start happens to collide with varies from run to run. Holding every PID up to
+    `pids` makes the test's outcome certain either way."""
+    script = (f"while :; do sleep 600 & [ $! -ge {pids} ] && break; done; "
+              f"[ -d /proc/{pids} ] && echo held {pids}; "
+              "exec crikpy run -- python3 /opt/counter/counter.py")
+    return ["--entrypoint", "sh"], ["-c", script]
+
+
+def _workload_pid(c) -> int:
+    return numbers(c.lines("count "), r" pid (\d+)$")[-1]
+
+
 @pytest.mark.parametrize("part", sorted(NEEDED))
 def test_each_part_is_needed(part, images, containers, volume, tmp_path):
     step, message = NEEDED[part]
     env = {"CRIKPY_NAME": "counter"}
     flags = least_privilege(tmp_path, without=part)
-    first = containers(images["counter"], volume=volume, env=env, security=flags)
+    # Without the PID floor the workload starts above the PIDs runc's setup may take, so that
+    # they can all be held at the next start.
+    crowd = part == "ns_last_pid"
+    extra, command = _wrapped(20) if crowd else ([], None)
+    first = containers(images["counter"], volume=volume, env=env, security=flags,
+                       extra=extra, command=command)
     first.wait_for(lambda _: len(counts(first)) >= 3, what="three counts")
     code = first.stop()
     if step == "dump":
@@ -152,11 +175,31 @@ def test_each_part_is_needed(part, images, containers, volume, tmp_path):
         assert message in failed["error"]
         return
     assert code == 0 and events(first.logs(), "checkpoint.committed")
-    second = containers(images["counter"], volume=volume, env=env, security=flags)
+    pid = _workload_pid(first)
+    extra, command = _wrapped(pid) if crowd else ([], None)
+    second = containers(images["counter"], volume=volume, env=env, security=flags,
+                        extra=extra, command=command)
     assert second.wait() != 0, "the restore should have failed"
+    assert not crowd or f"held {pid}" in second.logs()
     [failed] = events(second.logs(), "restore.failed")
     assert message in failed["error"]
     assert not counts(second)
+
+
+def test_with_the_pid_floor_a_crowded_start_restores(images, containers, volume, tmp_path):
+    """The contrast to `test_each_part_is_needed[ns_last_pid]`: with ns_last_pid writable the
+    workload runs above the floor, clear of whatever holds the low PIDs at the next start."""
+    env = {"CRIKPY_NAME": "counter"}
+    flags = least_privilege(tmp_path)
+    first = containers(images["counter"], volume=volume, env=env, security=flags)
+    first.wait_for(lambda _: len(counts(first)) >= 3, what="three counts")
+    assert first.stop() == 0
+    extra, command = _wrapped(64)
+    second = containers(images["counter"], volume=volume, env=env, security=flags,
+                        extra=extra, command=command)
+    second.wait_for(lambda _: len(counts(second)) >= 3, what="three counts after the restore")
+    assert counts(second)[0] == counts(first)[-1] + 1
+    assert _workload_pid(second) == _workload_pid(first) > 9000
 
 
 def test_check_reports_only_the_ipc_sysctls(images, volume, tmp_path):
