@@ -6,6 +6,7 @@ Every error ends in one line on stderr, `crikpy: error: ...`, and an exit code o
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -275,10 +276,49 @@ def list_(config_path, as_json, **given):
     if not infos:
         click.echo("no checkpoints")
         return
-    click.echo(f"{'ID':32} {'STATUS':12} {'LATEST':6} {'CREATED':30} {'BYTES':>12}  REASON")
+    for line in checkpoints_table(infos, datetime.datetime.now(datetime.timezone.utc)):
+        click.echo(line)
+
+
+def checkpoints_table(infos, now: datetime.datetime) -> list[str]:
+    """`checkpoints list` for people: aligned columns, ages and sizes as kubectl shows them."""
+    from crikpy.checkpoint.manifest import id_age_seconds, is_id  # noqa: PLC0415
+
+    rows = [("ID", "STATUS", "AGE", "SIZE", "LATEST", "REASON")]
     for i in infos:
-        click.echo(f"{i.id:32} {i.status:12} {'*' if i.latest else '':6} {i.created_at or '-':30} "
-                   f"{i.total_bytes if i.total_bytes is not None else '-':>12}  {i.reason or ''}")
+        # The id holds its creation time, so even an incomplete checkpoint has an age.
+        age = human_age(id_age_seconds(i.id, now)) if is_id(i.id) else "-"
+        # A reason may be a multi-line CRIU message: one row stays one line.
+        reason = " ".join(i.reason.split()) if i.reason else "-"
+        rows.append((i.id, i.status, age, human_size(i.total_bytes),
+                     "yes" if i.latest else "no", reason))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]])
+            for row in rows]
+
+
+def human_age(seconds: float) -> str:
+    """`42s`, `5m12s`, `3h5m`, `2d3h`: the two largest units, as kubectl's AGE column."""
+    seconds = max(int(seconds), 0)  # a writer's clock ahead of ours is not a negative age
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for (unit, size), (smaller, smaller_size) in zip(units, units[1:]):
+        if seconds >= size:
+            rest = seconds % size // smaller_size
+            return f"{seconds // size}{unit}" + (f"{rest}{smaller}" if rest else "")
+    return f"{seconds}s"
+
+
+def human_size(size: int | None) -> str:
+    """`1023 B`, `1.5 KiB`, `256 MiB`: binary units, one decimal when it is not .0."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    shown = f"{value:.1f}".removesuffix(".0")
+    return f"{shown} {unit}"
 
 
 @checkpoints.command(epilog=EPILOG)

@@ -40,14 +40,14 @@ def is_id(text: str) -> bool:
     return bool(_ID_RE.fullmatch(text))
 
 
-def id_age_seconds(ckpt_id: str) -> float:
-    """How long ago a checkpoint id was made, by its own timestamp (0 for a bad id)."""
+def id_age_seconds(ckpt_id: str, now: datetime.datetime | None = None) -> float:
+    """How long before `now` a checkpoint id was made, by its own timestamp (0 for a bad id)."""
     try:
         made = datetime.datetime.strptime(ckpt_id[:19], "%Y%m%dT%H%M%S.%f").replace(
             tzinfo=datetime.timezone.utc)
     except ValueError:
         return 0.0
-    return (datetime.datetime.now(datetime.timezone.utc) - made).total_seconds()
+    return ((now or datetime.datetime.now(datetime.timezone.utc)) - made).total_seconds()
 
 
 @dataclasses.dataclass(frozen=True)
