@@ -62,8 +62,8 @@ def _common(f):
                      help="Multipart part size in MiB, at least 5 [default: 8]."),
         click.option("--s3-concurrency", type=int, envvar="CRIKPY_S3_CONCURRENCY",
                      show_envvar=True,
-                     help="Parts in flight per transfer; memory use is about part size x this "
-                          "[default: 8]."),
+                     help="Parts held in memory at once, across all transfers: crikpy's "
+                          "transfers hold at most part size x this [default: 4]."),
         click.option("--s3-sse", type=click.Choice(["AES256", "aws:kms"]), envvar="CRIKPY_S3_SSE",
                      show_envvar=True, help="Server-side encryption: SSE-S3 or SSE-KMS."),
         click.option("--s3-sse-kms-key-id", envvar="CRIKPY_S3_SSE_KMS_KEY_ID", show_envvar=True,

@@ -43,6 +43,7 @@ class NothingToRun(CrikpyError):
 def run(settings: Settings, command: Sequence[str]) -> int:
     command = list(command)
     supervisor.block_signals()
+    procs.give_big_buffers_back()
     if os.getpid() != 1:
         procs.set_child_subreaper()
     extras.check_savable(settings.additional_paths)

@@ -53,7 +53,7 @@ class Settings:
     s3_region: str | None = None
     s3_path_style: bool = False
     s3_part_size_mib: int = 8
-    s3_concurrency: int = 8
+    s3_concurrency: int = 4
     s3_sse: str | None = None
     s3_sse_kms_key_id: str | None = None
     s3_storage_class: str | None = None

@@ -88,13 +88,13 @@ class Stream:
     """A Source that another thread writes into while the store uploads it, in bounded memory.
 
     `write` blocks while `limit` bytes wait (so the producer, CRIU, waits for the store);
-    `read(n)` blocks until n bytes (or `limit`, if n is larger) or the end, as a file's would.
+    `read(n)` blocks until n bytes or the end, as a file's would, taking bytes as they come.
     `fail()` makes the reader raise, so the upload stops and cleans up.
     """
 
     size = None
 
-    def __init__(self, path: str, limit: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, path: str, limit: int = 2 * CHUNK) -> None:
         self.path, self._limit = path, limit
         self._chunks: list[bytes] = []
         self._held = 0
@@ -125,26 +125,27 @@ class Stream:
         return self
 
     def read(self, n: int = -1) -> bytes:
+        out, got = [], 0
         with self._cond:
-            # A read larger than the bound takes what the bound holds: the writer cannot add more.
-            self._cond.wait_for(lambda: self._error is not None or self._ended
-                                or (n >= 0 and self._held >= min(n, self._limit)))
-            if self._error is not None:
-                raise self._error
-            take = self._held if n < 0 else min(n, self._held)
-            out, got = [], 0
-            while got < take:
-                chunk = self._chunks[0]
-                if len(chunk) <= take - got:
-                    out.append(self._chunks.pop(0))
+            while n < 0 or got < n:
+                # Take bytes as they come: a read larger than the bound (an S3 part) must not
+                # wait for the writer, which waits for room.
+                self._cond.wait_for(lambda: self._error is not None or self._ended
+                                    or self._held > 0)
+                if self._error is not None:
+                    raise self._error
+                if not self._held:
+                    break  # the end
+                while self._chunks and (n < 0 or got < n):
+                    chunk = self._chunks.pop(0)
+                    if n >= 0 and len(chunk) > n - got:
+                        self._chunks.insert(0, chunk[n - got:])
+                        chunk = chunk[:n - got]
+                    out.append(chunk)
                     got += len(chunk)
-                else:
-                    out.append(chunk[:take - got])
-                    self._chunks[0] = chunk[take - got:]
-                    got = take
-            self._held -= take
-            self._cond.notify_all()
-            return b"".join(out)
+                    self._held -= len(chunk)
+                self._cond.notify_all()
+        return b"".join(out)
 
     def close(self) -> None:
         pass

@@ -1,9 +1,12 @@
 """s3:// store: checkpoints in a bucket, so a pod can come back on any node.
 
 Transfers use the link without holding a checkpoint in memory: files above one part go up as
-multipart uploads with `concurrency` parts in flight and come down as ranged GETs the same way;
-either way at most `concurrency` parts are in RAM. The sha256 is computed in order as the bytes
-pass, so there is no second read. Transient failures (5xx, SlowDown, throttling, resets,
+multipart uploads and come down as ranged GETs, parts in parallel. One budget of `concurrency`
+parts, shared by every transfer of the store (several files may move at once during a dump),
+bounds the checkpoint bytes in RAM to concurrency x part size: a part takes a slot before it is
+read (upload) or requested (download) and gives it back once sent or written. One pool of
+`concurrency` threads moves the parts of every transfer. The sha256 is computed in order as the
+bytes pass, so there is no second read. Transient failures (5xx, SlowDown, throttling, resets,
 timeouts) are retried with exponential backoff and jitter, bounded by the caller's deadline;
 permanent ones (AccessDenied, NoSuchBucket, bad credentials) fail at once with what to fix.
 
@@ -68,7 +71,8 @@ class S3Options:
     region: str | None = None  # None: boto3's own (AWS_REGION, AWS_DEFAULT_REGION, ...)
     path_style: bool = False
     part_size: int = 8 * MIB
-    concurrency: int = 8
+    # Parts in RAM at once, across all transfers: the memory bound is part_size x concurrency.
+    concurrency: int = 4
     sse: str | None = None  # "AES256" (SSE-S3) or "aws:kms"
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
@@ -128,6 +132,23 @@ class S3Store:
                                             config=config)
         self._conditional_writes: bool | None = None  # None: not probed yet
         self._log = log.get().bind(store=self.url)
+        self._parts = threading.BoundedSemaphore(options.concurrency)  # the memory budget
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _part_pool(self) -> ThreadPoolExecutor:
+        """The threads that move parts, for every transfer: started at the first one."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.options.concurrency,
+                                                thread_name_prefix="s3-part")
+            return self._pool
+
+    def _take_part_slot(self, what: str, deadline: Deadline | None) -> None:
+        """Wait for room in the memory budget; a part in hand frees its slot when done."""
+        while not self._parts.acquire(timeout=0.5):
+            if deadline is not None:
+                deadline.check(what)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -243,28 +264,39 @@ class S3Store:
                 if progress:
                     progress(length)
 
-        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-put")
+        pool = self._part_pool()
         try:
             with source.open() as f:
                 number = 0
-                while body := f.read(self.options.part_size):
+                while True:
+                    self._take_part_slot(f"upload of {key}", deadline)
+                    try:
+                        body = f.read(self.options.part_size)
+                    except BaseException:
+                        self._parts.release()
+                        raise
+                    if not body:
+                        self._parts.release()
+                        break
                     number += 1
                     sha.update(body)  # in file order, as the parts are read
                     size += len(body)
-                    in_flight[pool.submit(upload, number, body)] = (number, len(body))
-                    del body  # only the in-flight parts stay in memory
-                    if len(in_flight) >= self.options.concurrency:
-                        settle(FIRST_COMPLETED)  # any finished part frees a slot
+                    future = pool.submit(upload, number, body)
+                    future.add_done_callback(lambda _: self._parts.release())
+                    in_flight[future] = (number, len(body))
+                    del body  # only the parts in flight stay in memory
+                    if any(f.done() for f in in_flight):
+                        settle(FIRST_COMPLETED)  # surface a failed part early
             settle(ALL_COMPLETED)
             parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
             self._call(f"completion of upload {key}", lambda: self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=full, UploadId=upload_id,
                 MultipartUpload={"Parts": parts}), deadline)
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            for future in in_flight:
+                future.cancel()
             self._abort(full, upload_id, deadline)
             raise
-        pool.shutdown()
         return Digest(size, sha.hexdigest())
 
     def _abort(self, full_key: str, upload_id: str, deadline: Deadline | None) -> None:
@@ -340,35 +372,45 @@ class S3Store:
             return self._call(f"download of {key} bytes {first}-{last}", read)
 
         # Parts arrive in any order but are hashed and written in order; those that come early
-        # wait in `arrived`. At most 2 x concurrency parts are held, so memory stays bounded.
+        # wait in `arrived`. Each holds a slot of the memory budget from its request until it is
+        # written.
         in_flight: dict[Future, int] = {}
         arrived: dict[int, bytes] = {}
         next_submit = next_write = 0
+        pool = self._part_pool()
         out = sink.open()
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="s3-get") as pool, \
-                out:
+        with out:
             try:
                 while next_write < len(ranges):
                     if deadline is not None:
                         deadline.check(f"download of {key}")
-                    while (next_submit < len(ranges)
-                           and len(in_flight) < self.options.concurrency
-                           and len(in_flight) + len(arrived) < 2 * self.options.concurrency):
+                    # With nothing in flight, wait for a slot; otherwise take only free ones, so
+                    # that transfers sharing the budget never wait on each other.
+                    while next_submit < len(ranges):
+                        if not in_flight:
+                            self._take_part_slot(f"download of {key}", deadline)
+                        elif not self._parts.acquire(blocking=False):
+                            break
                         in_flight[pool.submit(fetch, *ranges[next_submit])] = next_submit
                         next_submit += 1
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
-                        arrived[in_flight.pop(future)] = future.result()
+                        index = in_flight.pop(future)
+                        arrived[index] = future.result()
                     while next_write in arrived:
                         data = arrived.pop(next_write)
                         sha.update(data)
                         out.write(data)
                         written += len(data)
                         next_write += 1
+                        self._parts.release()
                         if progress:
                             progress(len(data))
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
+                for future in in_flight:
+                    future.cancel()
+                for _ in range(len(in_flight) + len(arrived)):
+                    self._parts.release()
                 raise
         return Digest(written, sha.hexdigest())
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The S3 benchmark: `bash tests/bench/run.sh [MIB]` (default 1024). Sets up what is missing first.
+# The S3 benchmark: `bash tests/bench/run.sh [--sizes 256,1024,4096] [--kinds random,compressible]
+# [--json PATH]` (tests/bench/s3_migration.py says what it measures). Sets up what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/harness/setup.sh

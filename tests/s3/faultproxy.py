@@ -10,7 +10,8 @@ every request matching `persistent_match` (all by default) until cleared. With
 `ignore_conditions`, a refused conditional write (412) is answered 200 as a server that ignores
 If-None-Match/If-Match would (the headers are signed, so they cannot just be dropped).
 `answered` records the server's status for each forwarded request (also when the answer is then
-lost), and `max_in_flight` how many requests were open at once.
+lost), and `max_in_flight` how many requests were open at once (only those for which
+`count_if(method, path, headers)` is true, when it is set).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class FaultProxy:
         self.answered: list[tuple[str, str, int]] = []  # (method, path, the server's status)
         self.ignore_conditions = False
         self.in_flight = self.max_in_flight = 0
+        self.count_if = None
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -74,14 +76,16 @@ def _handler(proxy: FaultProxy):
             pass
 
         def _relay(self):
+            counted = proxy.count_if is None or proxy.count_if(self.command, self.path,
+                                                                self.headers)
             with proxy._lock:
-                proxy.in_flight += 1
+                proxy.in_flight += counted
                 proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
             try:
                 self._relay_one()
             finally:
                 with proxy._lock:
-                    proxy.in_flight -= 1
+                    proxy.in_flight -= counted
 
         def _relay_one(self):
             length = int(self.headers.get("Content-Length") or 0)

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import hashlib
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -92,6 +93,36 @@ def test_parts_move_in_parallel_but_never_beyond_concurrency(proxy, tmp_path):
     proxy.max_in_flight = 0
     store.get_file("big", str(tmp_path / "back"))
     assert proxy.max_in_flight == 3
+
+
+def test_transfers_at_the_same_time_share_one_memory_budget(proxy, tmp_path):
+    """During a dump several files move at once (each process's pages, the rest): together they
+    hold at most `concurrency` parts, the documented bound of part size x concurrency."""
+    store = make_store(proxy.endpoint, concurrency=3)
+    src = random_file(tmp_path / "big", 30 * MIB)
+    store.put_file("down", str(src))
+    proxy.persistent = "delay:0.2"
+    proxy.count_if = lambda method, path, headers: "partNumber=" in path or "Range" in headers
+    errors = []
+
+    def each(fn):
+        def run():
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001  (asserted below)
+                errors.append(e)
+        return threading.Thread(target=run)
+
+    threads = [each(lambda: store.put_file("up-1", str(src))),
+               each(lambda: store.put_file("up-2", str(src))),
+               each(lambda: store.get_file("down", str(tmp_path / "back")))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert (tmp_path / "back").read_bytes() == src.read_bytes()
+    assert proxy.max_in_flight == 3, "parts beyond the budget, or none in parallel"
 
 
 def test_small_file_is_one_put(store, tmp_path, s3_server):

@@ -124,12 +124,14 @@ def test_a_failed_stream_wakes_its_blocked_writer():
     assert not thread.is_alive() and errors
 
 
-def test_a_read_larger_than_the_limit_returns_what_the_limit_holds():
-    """An S3 part may be larger than the stream's bound (--s3-part-size): no deadlock."""
+def test_a_read_larger_than_the_limit_returns_whole_parts():
+    """An S3 part (--s3-part-size, at least 5 MiB) is larger than the stream's bound: the read
+    takes bytes as they come, so the writer is never stuck, and returns a whole part, because
+    S3 refuses parts under 5 MiB but the last."""
     stream = Stream("pages-1.img", limit=2 * PAGE)
 
     def producer():
-        for _ in range(6):
+        for _ in range(11):
             stream.write(b"z" * PAGE)
         stream.end()
 
@@ -141,4 +143,5 @@ def test_a_read_larger_than_the_limit_returns_what_the_limit_holds():
     reader.start()
     reader.join(timeout=5)
     assert not reader.is_alive(), "read(n > limit) waited forever"
-    assert b"".join(got) == b"z" * 6 * PAGE
+    assert [len(part) for part in got] == [5 * PAGE, 5 * PAGE, PAGE]
+    assert b"".join(got) == b"z" * 11 * PAGE
