@@ -1,4 +1,5 @@
-"""The one HTTP call every node-state source makes: short timeout, no retries, JSON or text."""
+"""The one HTTP call every node-state source (and the pod's Events) makes: short timeout, no
+retries, JSON or text."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from crikpy.nodestate import Unavailable
 
 
 def fetch(url: str, *, timeout: float, headers: dict[str, str] | None = None,
-          method: str = "GET", context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+          method: str = "GET", context: ssl.SSLContext | None = None,
+          data: bytes | None = None) -> tuple[int, bytes]:
     """(status, body) for any answer, 404 included; Unavailable when nothing usable came back."""
-    request = urllib.request.Request(url, method=method, headers=headers or {})
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=max(timeout, 0.05), context=context) as resp:
             return resp.status, resp.read(1 << 20)
