@@ -27,6 +27,7 @@ from crikpy.checkpoint.manifest import REDACTED
 from crikpy.deadline import Deadline, sigterm_arrived_at
 from crikpy.errors import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, USAGE_EXIT_CODE, CrikpyError
 from crikpy.migrate import Migrator
+from crikpy.podevents import PodEvents
 from crikpy.settings import Settings
 from crikpy.triggers import Triggers
 
@@ -48,19 +49,20 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         procs.set_child_subreaper()
     extras.check_savable(settings.additional_paths)
     handover = os.environ.pop(HANDOVER, None)
+    events = PodEvents.from_environment(settings, announce=handover is None)
     if handover is not None:
         pid, command = _taken_over(handover)
         repo = LazyRepository(settings)
         _log.info("crikpy.lean", pid=pid, detail="re-executed without the store's libraries; "
                                                  "they load again when a checkpoint needs them")
-        return _supervise(settings, repo, Migrator(settings, repo), pid, command)
+        return _supervise(settings, repo, Migrator(settings, repo), pid, command, events)
     repo = open_repository(settings)
     migrator = Migrator(settings, repo)
     _log.info("crikpy.started", version=__version__, store=settings.store,
               workload=settings.workload_key,
               command=None if settings.redact_command or not command else command)
     _warn_about_secrets(settings, repo)
-    pid, restored_command = recovery.restore_latest(settings, repo, migrator)
+    pid, restored_command = recovery.restore_latest(settings, repo, migrator, events)
     if pid is not None:
         _raise_pid_floor(settings)
         if restored_command == [REDACTED]:
@@ -82,12 +84,12 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         _log.info("workload.started", pid=pid, command=command)
     if "boto3" in sys.modules:
         _reexec_lean(pid, command)  # returns only if the exec failed
-    return _supervise(settings, repo, migrator, pid, command)
+    return _supervise(settings, repo, migrator, pid, command, events)
 
 
 def _supervise(settings: Settings, repo, migrator: Migrator, pid: int,
-               command: list[str]) -> int:
-    triggers = Triggers(settings, migrator, command)
+               command: list[str], events: PodEvents) -> int:
+    triggers = Triggers(settings, migrator, command, events)
     outcome = supervisor.supervise(pid, triggers.on_sigterm,
                                    triggers.on_tick if triggers.wants_ticks else None,
                                    notice_wait=triggers.notice_wait())

@@ -14,6 +14,7 @@ An attempt is counted before it begins, so a crikpy killed mid-restore (out of m
 counts too: no start loops forever. After a quarantine the previous committed checkpoint is
 tried; when none is left, the start is cold (or fails, with --on-restore-failure=fail).
 A SIGTERM during the download stops the restore with nothing lost (Interrupted).
+Restored, RestoreFailed and Quarantined are also Events about the pod (crikpy.podevents).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.errors import (CheckpointNotFound, CorruptCheckpoint, CrikpyError, CriuError,
                            Interrupted, NewerCheckpoint, NodeFault, RestoreFailed, StoreError)
 from crikpy.migrate import Migrator
+from crikpy.podevents import PodEvents
 from crikpy.settings import Settings
 
 _log = log.get()
@@ -30,10 +32,11 @@ _log = log.get()
 _NOT_ITS_FAULT = (NodeFault, StoreError, NewerCheckpoint, Interrupted)
 
 
-def restore_latest(settings: Settings, repo: CheckpointRepository,
-                   migrator: Migrator) -> tuple[int | None, list[str]]:
+def restore_latest(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
+                   events: PodEvents | None = None) -> tuple[int | None, list[str]]:
     """Restore what the latest pointer names: (root PID, its command), or (None, []) to start
     cold."""
+    events = events or PodEvents.off()
     try:
         ckpt_id = repo.latest_id()
     except CorruptCheckpoint as e:
@@ -45,7 +48,7 @@ def restore_latest(settings: Settings, repo: CheckpointRepository,
                                             "without one)")
         return None, []
     while ckpt_id is not None:
-        restored, why = _attempt(settings, repo, migrator, ckpt_id)
+        restored, why = _attempt(settings, repo, migrator, ckpt_id, events)
         if restored is not None:
             return restored
         given_up, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id)
@@ -60,7 +63,7 @@ def restore_latest(settings: Settings, repo: CheckpointRepository,
 
 
 def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
-             ckpt_id: str) -> tuple[tuple[int, list[str]] | None, str]:
+             ckpt_id: str, events: PodEvents) -> tuple[tuple[int, list[str]] | None, str]:
     """Restore one checkpoint: ((PID, command), ""), or (None, why it was given up); raises to
     exit, keeping it."""
     try:
@@ -69,6 +72,7 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         return None, "is not in the store"
     except CorruptCheckpoint as e:
         repo.quarantine(ckpt_id, str(e))
+        events.quarantined(ckpt_id, str(e))
         return None, "is corrupt and quarantined"
     if repo.quarantined(ckpt_id):  # set aside before, though the pointer still named it
         return None, "is quarantined"
@@ -76,29 +80,36 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
     attempt = failures + 1
     repo.record_attempt(ckpt_id, attempt, "restore begun")
     _log.info("restore.started", id=ckpt_id, attempt=attempt, of=settings.restore_attempts)
+    watch = log.Stopwatch()
     try:
         pid = migrator.restore(manifest)
     except _NOT_ITS_FAULT as e:
         _uncount(repo, ckpt_id, failures, e)
         _log.error("restore.failed", id=ckpt_id, error=str(e), fault="node or store",
                    action="exiting; the checkpoint is kept for the next start")
+        events.restore_failed(ckpt_id, f"{e}; the checkpoint is kept for the next start")
         raise
     except CorruptCheckpoint as e:
         repo.quarantine(ckpt_id, str(e), getattr(e, "restore_log", None))
+        events.quarantined(ckpt_id, str(e))
         return None, "is corrupt and quarantined"
     except Exception as e:  # noqa: BLE001  (any other failure counts against the checkpoint)
         reason = str(e) if isinstance(e, CrikpyError) else f"{type(e).__name__}: {e}"
         if attempt >= settings.restore_attempts:
-            repo.quarantine(ckpt_id, f"{reason} (restore failed {attempt} times)",
-                            getattr(e, "restore_log", None))
+            why = f"{reason} (restore failed {attempt} times)"
+            repo.quarantine(ckpt_id, why, getattr(e, "restore_log", None))
+            events.quarantined(ckpt_id, why)
             return None, f"failed to restore {attempt} times and is quarantined"
         repo.record_attempt(ckpt_id, attempt, reason)
         _log.error("restore.failed", id=ckpt_id, error=reason, attempt=attempt,
                    of=settings.restore_attempts, exc_info=not isinstance(e, CrikpyError),
                    action="exiting; the next start tries again")
+        events.restore_failed(ckpt_id, f"{reason} (attempt {attempt} of "
+                                       f"{settings.restore_attempts}; the pod tries again)")
         raise CriuError(f"restore of checkpoint {ckpt_id} failed (attempt {attempt} of "
                         f"{settings.restore_attempts}): {reason}; the pod restarts and tries "
                         "again, and quarantines it after the last attempt") from e
+    events.restored(manifest, watch.elapsed())
     try:
         repo.forget_attempts(ckpt_id)
     except StoreError as e:  # harmless: the count only matters to a failing restore

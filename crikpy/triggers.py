@@ -9,6 +9,7 @@
 - --checkpoint-interval: checkpoint with the workload left running; a SIGTERM interrupts it,
   since the final checkpoint that follows supersedes it.
 Any error on these paths is a failed checkpoint: the workload runs on.
+Each checkpoint's outcome is also an Event about the pod (crikpy.podevents), once it is decided.
 The supervisor calls `on_sigterm` and `on_tick`; this module never touches processes beyond
 resuming a tree whose notice checkpoint failed.
 """
@@ -24,14 +25,17 @@ from crikpy.deadline import ABORT, SHORTEN, Deadline, sigterm_taken
 from crikpy.errors import CrikpyError
 from crikpy.migrate import Migrator
 from crikpy.nodestate import policy as nodestate_policy
+from crikpy.podevents import PodEvents
 from crikpy.settings import NOTICE_LEAD_SECONDS, Settings
 
 _log = log.get()
 
 
 class Triggers:
-    def __init__(self, settings: Settings, migrator: Migrator, command: list[str]) -> None:
+    def __init__(self, settings: Settings, migrator: Migrator, command: list[str],
+                 events: PodEvents) -> None:
         self.settings, self.migrator, self.command = settings, migrator, command
+        self.events = events
         self.sources = nodestate_policy.build_sources(settings)
         self.watcher = None
         if settings.checkpoint_on != "never":
@@ -100,21 +104,27 @@ class Triggers:
         _log.info("checkpoint.started", pid=pid, reason=reason,
                   seconds_left=round(deadline.remaining(), 1))
         watch = log.Stopwatch()
+        trigger = reason.partition(":")[0]  # "notice: spot terminate at ..." -> "notice"
         try:
-            self.migrator.checkpoint(pid, self.command, deadline, leave_running)
-            _log.info("checkpoint.done", pid=pid, reason=reason, seconds=watch.elapsed(),
-                      peak_rss_mib=log.peak_rss_mib())
-            return True
+            manifest = self.migrator.checkpoint(pid, self.command, deadline, leave_running)
         except RaceLost as e:
             _log.error("checkpoint.race_lost", detail=str(e),
                        action="another process with this name committed first; this checkpoint "
                               "stays aside")
+            self.events.checkpoint_failed(trigger, str(e), deadline)
+            return False
         except Exception as e:  # noqa: BLE001  (whatever it is, it is a failed checkpoint)
             expected = isinstance(e, CrikpyError)
-            _log.error("checkpoint.failed", reason=reason, seconds=watch.elapsed(),
-                       error=str(e) if expected else f"{type(e).__name__}: {e}",
+            error = str(e) if expected else f"{type(e).__name__}: {e}"
+            _log.error("checkpoint.failed", reason=reason, seconds=watch.elapsed(), error=error,
                        exc_info=not expected, action="the workload runs on")
-        return False
+            self.events.checkpoint_failed(trigger, error, deadline)
+            return False
+        seconds = watch.elapsed()
+        _log.info("checkpoint.done", pid=pid, reason=reason, seconds=seconds,
+                  peak_rss_mib=log.peak_rss_mib())
+        self.events.checkpointed(manifest, seconds, trigger, deadline)
+        return True
 
     def _log_lead_time(self) -> None:
         """How much earlier than SIGTERM the notice came: time the upload did not have to wait."""
