@@ -79,3 +79,23 @@ def test_least_privilege_example_holds_only_what_was_shown_necessary(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
     resolve({}, config, {"HOSTNAME": "counter-0"})
+
+
+@pytest.mark.parametrize("name", ["statefulset.yaml", "statefulset-s3-spot.yaml",
+                                  "statefulset-least-privilege.yaml"])
+def test_example_may_post_events_about_its_pod(name):
+    """crikpy/podevents.py: create and patch on core/v1 events in the pod's own namespace, and
+    the pod's name, namespace and UID from the downward API (kubectl describe selects by UID)."""
+    docs = load(name)
+    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    account = pod["serviceAccountName"]
+    assert docs["ServiceAccount"]["metadata"]["name"] == account
+    role, binding = docs["Role"], docs["RoleBinding"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["events"],
+                              "verbs": ["create", "patch"]}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account}]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    assert (env["POD_NAME"], env["POD_NAMESPACE"], env["POD_UID"]) == (
+        "metadata.name", "metadata.namespace", "metadata.uid")
