@@ -6,6 +6,7 @@ Every error ends in one line on stderr, `crikpy: error: ...`, and an exit code o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -16,8 +17,8 @@ from pathlib import Path
 import click
 
 from crikpy import __version__, log, settings as settings_mod
-from crikpy.errors import (EXIT_CODES, INTERNAL_EXIT_CODE, USAGE_EXIT_CODE, CrikpyError,
-                           PreflightFailed)
+from crikpy.errors import (EXIT_CODES, INTERNAL_EXIT_CODE, USAGE_EXIT_CODE, ConfigError,
+                           CrikpyError, PreflightFailed)
 
 EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `run`; crikpy's "
           "own: " + ", ".join(f"{code} {text.split(':')[0].split(' (')[0]}"
@@ -27,10 +28,11 @@ EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `r
 def _common(f):
     """Options every command shares: where checkpoints are and whose they are."""
     options = [
-        click.option("--config", "config_path", type=click.Path(path_type=Path),
+        click.option("--config", "--config-path", "config_path", type=click.Path(path_type=Path),
                      envvar="CRIKPY_CONFIG", show_envvar=True,
-                     help=f"YAML config file [default: {settings_mod.DEFAULT_CONFIG_PATH}, "
-                          "absent is fine]."),
+                     help=f"YAML config file; --config-path is crik's name for it [default: "
+                          f"{settings_mod.DEFAULT_CONFIG_PATH}, else crik's "
+                          f"{settings_mod.CRIK_CONFIG_PATH}; absent is fine]."),
         click.option("--store", envvar="CRIKPY_STORE", show_envvar=True,
                      help=f"Where checkpoints live: file:///path or s3://bucket/prefix [default: "
                           f"{settings_mod.DEFAULT_STORE}]."),
@@ -46,6 +48,7 @@ def _common(f):
                           "[default: none, checkpoints are stored in the clear]."),
         click.option("--log-level", type=click.Choice(settings_mod.LOG_LEVELS),
                      envvar="CRIKPY_LOG_LEVEL", show_envvar=True, help="[default: info]"),
+        click.option("--debug", is_flag=True, help="crik's flag: the same as --log-level debug."),
         # S3: credentials and, when these are unset, endpoint and region come the way every AWS
         # tool finds them (AWS_* variables, shared config files, IRSA, Pod Identity, instance role).
         click.option("--s3-endpoint-url", envvar="CRIKPY_S3_ENDPOINT_URL", show_envvar=True,
@@ -83,24 +86,47 @@ def _common(f):
     return f
 
 
-def _settings(config_path, **given) -> settings_mod.Settings:
+def _settings(config_path, debug=False, **given) -> settings_mod.Settings:
+    ctx = click.get_current_context()
+    if debug or ctx.meta.get("crikpy.debug"):
+        # A flag beats the environment, so only a --log-level flag can contradict --debug.
+        level = given.get("log_level")
+        typed = ctx.get_parameter_source("log_level") == click.core.ParameterSource.COMMANDLINE
+        if typed and level != "debug":
+            raise ConfigError(f"--debug and --log-level {level} disagree; give one of them")
+        given["log_level"] = "debug"
     s = settings_mod.resolve(given, config_path, os.environ)
     log.configure(s.log_level)
+    logger = log.get()
+    if s.config_file:
+        logger.info("config.read", path=str(s.config_file))
+    else:
+        logger.debug("config.none", looked_in=[str(settings_mod.DEFAULT_CONFIG_PATH),
+                                               str(settings_mod.CRIK_CONFIG_PATH)])
+    # What flags, variables and config (crik's keys mapped) came to: for debugging a set-up.
+    logger.debug("config.resolved", **{k: str(v) if isinstance(v, Path) else v
+                                       for k, v in dataclasses.asdict(s).items()})
     return s
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crikpy")
-def cli():
+@click.option("--debug", is_flag=True,
+              help="crik's flag, where crik takes it: --log-level debug for the command.")
+@click.pass_context
+def cli(ctx, debug):
     """Keep a long-running process alive across the loss of the machine under it.
 
     crikpy wraps a container's command: it runs the workload as its child, and when SIGTERM
     arrives it checkpoints the whole process tree with CRIU into a store. The next start of the
     container, on any node, restores it instead of starting it cold.
     """
+    ctx.meta["crikpy.debug"] = debug  # ctx.meta is shared with the command that follows
 
 
-@cli.command(epilog=EPILOG)
+# Options end where COMMAND begins (as in crik, tini, dumb-init): `crikpy run bash -c '...'` needs
+# no `--`, and whatever follows COMMAND is COMMAND's.
+@cli.command(epilog=EPILOG, context_settings={"allow_interspersed_args": False})
 @_common
 @click.option("--on-restore-failure", type=click.Choice(settings_mod.RESTORE_FAILURE_POLICIES),
               envvar="CRIKPY_ON_RESTORE_FAILURE", show_envvar=True,
@@ -187,6 +213,7 @@ def run(command, config_path, **given):
     \b
     Typical use, as a container's entrypoint:
         crikpy run -- my-server --flag
+    crikpy's options end at COMMAND, so the `--` may be left out, as with crik.
     On start, the latest committed checkpoint for this name is restored if there is one; COMMAND
     is started cold otherwise. Every catchable signal but SIGTERM is forwarded to the workload;
     zombies are reaped; crikpy exits with the workload's code. When the workload exits on its own

@@ -20,6 +20,9 @@ import yaml
 from crikpy.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/crikpy/config.yaml")
+# crik's own location, read when crikpy's is absent, so that a crik deployment's ConfigMap works
+# unmoved.
+CRIK_CONFIG_PATH = Path("/etc/crik/config.yaml")
 DEFAULT_STORE = "file:///var/lib/crikpy/checkpoints"
 RESTORE_FAILURE_POLICIES = ("cold-start", "fail")
 CHECKPOINT_ON = ("always", "node-shutdown", "never")
@@ -76,6 +79,7 @@ class Settings:
     redact_command: bool = False
     s3_credentials_file: str | None = None
     compression: str = "zstd"
+    config_file: Path | None = None  # the file these settings were read from; None: none
 
     @property
     def longest_checkpoint(self) -> float:
@@ -269,6 +273,19 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     return values
 
 
+def default_config_path() -> Path | None:
+    """The config file read when none is given: crikpy's, else crik's, else None."""
+    for path in (DEFAULT_CONFIG_PATH, CRIK_CONFIG_PATH):
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            pass  # there but unreadable: read_config_file says so, in one line
+        return path
+    return None
+
+
 def resolve(given: Mapping[str, Any], config_path: Path | None,
             env: Mapping[str, str] | None = None) -> Settings:
     """Merge flag/env values (`given`, None meaning unset) over the config file over defaults.
@@ -278,7 +295,6 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
     ($KUBERNETES_NODE_NAME or $NODE_NAME) and the in-cluster API server.
     """
     env = env or {}
-    path = config_path or DEFAULT_CONFIG_PATH
     merged: dict[str, Any] = {}
     for field, value in (
         ("name", env.get("HOSTNAME")),
@@ -290,7 +306,10 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
     if env.get("KUBERNETES_SERVICE_HOST"):
         host, port = env["KUBERNETES_SERVICE_HOST"], env.get("KUBERNETES_SERVICE_PORT", "443")
         merged["kubernetes_api_url"] = f"https://{host}:{port}"
-    merged.update(read_config_file(path, required=config_path is not None))
+    path = config_path or default_config_path()
+    if path is not None:
+        merged.update(read_config_file(path, required=config_path is not None))
+        merged["config_file"] = path
     merged.update({k: v for k, v in given.items() if v is not None and v != ()})
     # Flag values arrive as text or tuples; config-file values were converted when read.
     if "work_dir" in merged:
