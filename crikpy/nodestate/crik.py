@@ -1,6 +1,8 @@
 """crik's node-state server (`nodeStateServerURL`), so crik deployments keep working.
 
 `GET {url}/v1/nodes/{node}` answers `{"name": ..., "state": "shutting-down" | "unknown"}`.
+crik's own client asks `{url}/nodes/{node}`, which its server answers "unknown" for every node,
+so crik users whose checkpoints worked wrote `.../v1` into the URL: both spellings work here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ class CrikSource:
     name = "crik"
 
     def __init__(self, url: str, node: str) -> None:
-        self.url = f"{url.rstrip('/')}/v1/nodes/{node}"
+        base = url.rstrip("/").removesuffix("/v1")
+        self.url = f"{base}/v1/nodes/{node}"
         self.node = node
 
     def leaving(self, timeout: float) -> Answer:

@@ -10,7 +10,9 @@ import structlog
 from click.testing import CliRunner
 
 from crikpy import cli
+from crikpy.nodestate.crik import CrikSource
 from crikpy.settings import resolve
+from tests.nodestate.fakes import FakeNodeState
 from tests.unit.test_cli import crikpy
 
 CRIK_CONFIG = "imageDir: /etc/checkpoint\nadditionalPaths:\n- /root/.cache\n"
@@ -124,6 +126,20 @@ def test_run_takes_a_command_without_the_double_dash_as_crik_does(tmp_path):
                  "--work-dir", str(tmp_path / "work"), "sh", "-c", 'echo "$0 $1"', "--name", "-c")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "--name -c\n"
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+def test_crik_node_state_url_with_or_without_its_api_version(suffix):
+    # crik asks {url}/nodes/NODE but its server answers /v1/nodes/NODE: crik users whose
+    # checkpoints worked wrote the /v1 into nodeStateServerURL, and those following the
+    # README did not.
+    fake = FakeNodeState()
+    try:
+        fake.crik_state = "shutting-down"
+        assert CrikSource(fake.url + suffix, "node-a").leaving(2).leaving is True
+        assert fake.requests == ["GET /v1/nodes/node-a"]
+    finally:
+        fake.close()
 
 
 def test_crik_example_config_keys_are_all_understood(config_dirs):
