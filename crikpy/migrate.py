@@ -75,7 +75,7 @@ class Migrator:
             stdio = procs.stdio_targets(pid)
             if not leave_running:  # crik's rule: those paths break a dump, and the tree stops
                 for path in self.settings.inotify_incompatible_paths:
-                    shutil.rmtree(path, ignore_errors=True)
+                    _remove(path)
             watch = log.Stopwatch()
             dump_seconds, streamed, pages_bytes = self._dump(ckpt_id, pid, staging,
                                                              leave_running, deadline)
@@ -221,6 +221,18 @@ def _stop_uploads(uploads: list[Upload], error: BaseException) -> None:
         upload.fail(error)
     for upload in uploads:
         upload.wait(CLEANUP_WAIT_SECONDS)
+
+
+def _remove(path: str) -> None:
+    """Delete a file, symlink or directory tree, as crik does. What cannot be deleted stays: the
+    dump may well succeed with it, and CRIU says so if not."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _tree_size(root: Path) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from crikpy.nodestate.crik import CrikSource
 from crikpy.settings import resolve
 from tests.nodestate.fakes import FakeNodeState
 from tests.unit.test_cli import crikpy
+from tests.unit.test_run import WORKLOAD, Run
 
 CRIK_CONFIG = "imageDir: /etc/checkpoint\nadditionalPaths:\n- /root/.cache\n"
 
@@ -153,3 +156,17 @@ def test_crik_example_config_keys_are_all_understood(config_dirs):
     assert s.node_state_server_url == "http://crik-node-state-server.default.svc.cluster.local:9376"
     assert (s.checkpoint_on, s.node_state_sources) == ("node-shutdown", ("crik",))
 
+
+def test_inotify_incompatible_files_and_directories_are_deleted_before_a_dump(tmp_path):
+    # crik's README finds these paths with `find / -inum`: files as often as directories.
+    watched_file, watched_dir = tmp_path / "settings", tmp_path / "zoneinfo"
+    watched_file.write_text("[org]")
+    (watched_dir / "Europe").mkdir(parents=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"inotifyIncompatiblePaths: [{watched_file}, {watched_dir}]\n")
+    run = Run(tmp_path, sys.executable, "-c", WORKLOAD, extra=["--config", str(config)])
+    assert run.readline().startswith("ready")
+    run.proc.send_signal(signal.SIGTERM)
+    run.finish()  # the dump itself fails here, without CRIU; the deletions came before it
+    assert run.event("checkpoint.started")
+    assert not watched_file.exists() and not watched_dir.exists()
