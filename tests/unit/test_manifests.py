@@ -1,60 +1,72 @@
-"""The Kubernetes examples parse and wire crikpy the way crikpy reads its settings."""
+"""The Kubernetes examples (kustomize overlays in manifests/examples, rendered with the
+component manifests/components/crikpy) wire crikpy the way crikpy reads its settings."""
 
 from pathlib import Path
 
 import pytest
-import yaml
 
 from crikpy.settings import DEFAULT_CONFIG_PATH, read_config_file, resolve
+from tests.unit.test_kustomize import EXAMPLES, OVERLAYS, render
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+# What a pod of the examples has in its environment (the component's downward-API env, in-cluster).
+POD_ENV = {"HOSTNAME": "trainer-0", "POD_NAMESPACE": "default", "KUBERNETES_NODE_NAME": "n",
+           "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
 
 
 def load(name: str) -> dict:
-    return {d["kind"]: d for d in yaml.safe_load_all((MANIFESTS / name).read_text())}
+    """An example rendered, by kind; its one workload also as "workload"."""
+    docs = {d["kind"]: d for d in render(EXAMPLES / name)}
+    [docs["workload"]] = [docs[k] for k in ("StatefulSet", "Deployment") if k in docs]
+    return docs
 
 
-@pytest.mark.parametrize("name", ["statefulset.yaml", "statefulset-s3-spot.yaml"])
+@pytest.mark.parametrize("name", OVERLAYS)
 def test_example_is_wired_for_crikpy(name, tmp_path):
     docs = load(name)
-    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    pod = docs["workload"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert container["securityContext"]["privileged"] is True
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    assert env["CRIKPY_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    assert container["securityContext"]["privileged"] is (name == "privileged")
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+           for e in container["env"] if "valueFrom" in e}
+    # The pod's name where it is stable (a StatefulSet's), else the label the example sets.
+    identity = {"StatefulSet": "metadata.name",
+                "Deployment": "metadata.labels['crikpy.io/name']"}[docs["workload"]["kind"]]
+    assert env["CRIKPY_NAME"] == identity and env["POD_NAMESPACE"] == "metadata.namespace"
+    if docs["workload"]["kind"] == "Deployment":
+        assert docs["workload"]["spec"]["template"]["metadata"]["labels"]["crikpy.io/name"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts["config"] == str(DEFAULT_CONFIG_PATH.parent)
+    assert mounts["crikpy-config"] == str(DEFAULT_CONFIG_PATH.parent)
 
     # The ConfigMap's config file is one crikpy accepts, in the pod's environment.
     config = tmp_path / "config.yaml"
     config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
-    pod_env = {"HOSTNAME": "trainer-0", "POD_NAMESPACE": "default", "KUBERNETES_NODE_NAME": "n",
-               "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    settings = resolve({}, config, pod_env)
+    settings = resolve({}, config, POD_ENV)
     if "checkpoints" in mounts:
         assert read_config_file(config, required=True)["store"] == "file://" + mounts["checkpoints"]
     else:
         assert settings.store.startswith("s3://")
-        assert settings.grace_period == pod["terminationGracePeriodSeconds"]
+    assert settings.grace_period == pod["terminationGracePeriodSeconds"]
 
 
-def test_spot_example_can_read_its_node():
-    docs = load("statefulset-s3-spot.yaml")
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_example_can_read_its_node(name):
+    docs = load(name)
     [rule] = docs["ClusterRole"]["rules"]
     assert rule["resources"] == ["nodes"] and set(rule["verbs"]) == {"get", "list", "watch"}
     assert docs["ClusterRoleBinding"]["subjects"][0]["name"] == docs["ServiceAccount"]["metadata"]["name"]
-    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    pod = docs["workload"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+           for e in pod["containers"][0]["env"] if "valueFrom" in e}
     assert env["KUBERNETES_NODE_NAME"] == "spec.nodeName"
 
 
 def test_spot_example_seals_checkpoints_with_keys_from_a_secret(tmp_path):
-    docs = load("statefulset-s3-spot.yaml")
+    docs = load("s3-spot")
     config = tmp_path / "config.yaml"
     config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
     key_file = Path(read_config_file(config, required=True)["encryption_key_file"])
-    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    pod = docs["workload"]["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     mount = mounts[str(key_file.parent)]
     assert mount.get("readOnly") is True
@@ -62,10 +74,12 @@ def test_spot_example_seals_checkpoints_with_keys_from_a_secret(tmp_path):
     assert "secret" in volume and volume["secret"]["defaultMode"] == 0o400
 
 
-def test_least_privilege_example_holds_only_what_was_shown_necessary(tmp_path):
-    """The securityContext tests/e2e/test_least_privilege.py migrates with, and nothing more."""
-    docs = load("statefulset-least-privilege.yaml")
-    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+@pytest.mark.parametrize("name", [n for n in OVERLAYS if n != "privileged"])
+def test_least_privilege_example_holds_only_what_was_shown_necessary(name, tmp_path):
+    """The securityContext tests/e2e/test_least_privilege.py migrates with, and nothing more:
+    what the component gives every workload."""
+    docs = load(name)
+    pod = docs["workload"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     context = container["securityContext"]
     assert context["privileged"] is False and context["allowPrivilegeEscalation"] is False
@@ -78,16 +92,15 @@ def test_least_privilege_example_holds_only_what_was_shown_necessary(tmp_path):
                                                    "type": "File"}
     config = tmp_path / "config.yaml"
     config.write_text(docs["ConfigMap"]["data"]["config.yaml"])
-    resolve({}, config, {"HOSTNAME": "counter-0"})
+    resolve({}, config, POD_ENV)
 
 
-@pytest.mark.parametrize("name", ["statefulset.yaml", "statefulset-s3-spot.yaml",
-                                  "statefulset-least-privilege.yaml"])
+@pytest.mark.parametrize("name", OVERLAYS)
 def test_example_may_post_events_about_its_pod(name):
     """crikpy/podevents.py: create and patch on core/v1 events in the pod's own namespace, and
     the pod's name, namespace and UID from the downward API (kubectl describe selects by UID)."""
     docs = load(name)
-    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    pod = docs["workload"]["spec"]["template"]["spec"]
     account = pod["serviceAccountName"]
     assert docs["ServiceAccount"]["metadata"]["name"] == account
     role, binding = docs["Role"], docs["RoleBinding"]
@@ -96,6 +109,7 @@ def test_example_may_post_events_about_its_pod(name):
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account}]
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+           for e in pod["containers"][0]["env"] if "valueFrom" in e}
     assert (env["POD_NAME"], env["POD_NAMESPACE"], env["POD_UID"]) == (
         "metadata.name", "metadata.namespace", "metadata.uid")

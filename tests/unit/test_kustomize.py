@@ -1,0 +1,163 @@
+"""The kustomize Component manifests/components/crikpy adds crikpy to any StatefulSet or Deployment
+whose container is named `crikpy`; every example in manifests/examples is an overlay that uses it.
+
+Each overlay is rendered with the kubectl that tests/harness/setup.sh installs (kustomize v5.6)
+and every document is checked against Kubernetes' own JSON schemas (kubernetes-validate), offline.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+COMPONENT = MANIFESTS / "components" / "crikpy"
+EXAMPLES = MANIFESTS / "examples"
+KUBECTL = Path(sys.executable).parent / "kubectl"  # tests/harness/setup.sh puts it there
+KUBERNETES_VERSION = "1.33.0"  # the schemas checked against (appArmorProfile needs 1.30+)
+OVERLAYS = sorted(p.parent.name for p in EXAMPLES.glob("*/kustomization.yaml"))
+WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+
+
+def render(path: Path) -> list[dict]:
+    proc = subprocess.run([str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def crikpy_container(workload: dict) -> dict:
+    [container] = [c for c in workload["spec"]["template"]["spec"]["containers"]
+                   if c["name"] == "crikpy"]
+    return container
+
+
+def test_the_examples_are_the_overlays():
+    assert OVERLAYS == ["counter", "deployment", "privileged", "s3-spot"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_documents_kubernetes_accepts(overlay):
+    docs = render(EXAMPLES / overlay)
+    assert workloads(docs)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        if doc["kind"] in WORKLOAD_KINDS:
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert container.get("image"), f"{container['name']} has no image"
+                context = container.get("securityContext", {})
+                # The API server's rule, not in the schema: privileged implies escalation.
+                assert not (context.get("privileged") and
+                            context.get("allowPrivilegeEscalation") is False)
+
+
+def test_validation_is_real():
+    """The validator refuses a misspelt field: the check above can fail."""
+    [sts] = [d for d in render(EXAMPLES / "counter") if d["kind"] == "StatefulSet"]
+    sts["spec"]["template"]["spec"]["terminationGracePeriod"] = 60
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(sts, KUBERNETES_VERSION, strict=True)
+
+
+def write_app(tmp_path: Path, kustomization: str) -> Path:
+    """A workload as a user has it before adopting crikpy: one container, no env, no volumes."""
+    (tmp_path / "app.yaml").write_text("""\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: crikpy, image: registry.example.com/web:1}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: worker}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker, crikpy.io/name: worker}}
+    spec:
+      containers:
+        - name: crikpy
+          image: registry.example.com/worker:1
+          env: [{name: QUEUE, value: jobs}]
+          volumeMounts: [{name: scratch, mountPath: /scratch}]
+      volumes: [{name: scratch, emptyDir: {}}]
+""")
+    (tmp_path / "config.yaml").write_text("store: s3://bucket/checkpoints\ngracePeriod: 60\n")
+    component = os.path.relpath(COMPONENT, tmp_path)  # kustomize refuses absolute paths
+    (tmp_path / "kustomization.yaml").write_text(kustomization.format(component=component))
+    return tmp_path
+
+
+ADOPTION = """\
+resources: [app.yaml]
+components: [{component}]
+configMapGenerator:
+  - {{name: crikpy-config, files: [config.yaml]}}
+"""
+
+
+def test_one_components_line_adds_crikpy_to_a_statefulset_and_a_deployment(tmp_path):
+    docs = render(write_app(tmp_path, ADOPTION))
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    by_kind = {d["kind"]: d for d in workloads(docs)}
+    assert set(by_kind) == set(WORKLOAD_KINDS)
+    for kind, workload in by_kind.items():
+        pod = workload["spec"]["template"]["spec"]
+        container = crikpy_container(workload)
+        env = {e["name"]: e.get("value") or e["valueFrom"]["fieldRef"]["fieldPath"]
+               for e in container["env"]}
+        assert env["POD_NAME"] == "metadata.name" and env["POD_UID"] == "metadata.uid"
+        assert env["POD_NAMESPACE"] == "metadata.namespace"
+        assert env["KUBERNETES_NODE_NAME"] == "spec.nodeName"
+        # A StatefulSet's pod name is stable; a Deployment's is not, so its name is a label.
+        assert env["CRIKPY_NAME"] == {"StatefulSet": "metadata.name",
+                                      "Deployment": "metadata.labels['crikpy.io/name']"}[kind]
+        assert pod["serviceAccountName"] == "crikpy"
+        assert pod["terminationGracePeriodSeconds"] == 60
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[mounts["/etc/crikpy"]]["configMap"]["name"] == config_map["metadata"]["name"]
+        assert volumes[mounts["/proc/sys/kernel/ns_last_pid"]]["hostPath"]["type"] == "File"
+        assert container["securityContext"]["capabilities"]["add"] == ["CHECKPOINT_RESTORE"]
+    # What the Deployment had is kept.
+    worker = crikpy_container(by_kind["Deployment"])
+    assert {"name": "QUEUE", "value": "jobs"} in worker["env"]
+    assert {"name": "scratch", "mountPath": "/scratch"} in worker["volumeMounts"]
+
+
+def test_the_node_reader_binding_follows_the_kustomization_namespace(tmp_path):
+    docs = render(write_app(tmp_path, "namespace: jobs\n" + ADOPTION))
+    [binding] = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "crikpy",
+                                    "namespace": "jobs"}]
+    [account] = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert account["metadata"]["namespace"] == "jobs"
+
+
+def test_a_container_not_named_crikpy_is_not_wired(tmp_path):
+    """The component's one requirement: it reaches the container named `crikpy`. Any other name
+    renders an extra container without an image, which the API server refuses, and which
+    test_overlay_renders_documents_kubernetes_accepts would catch in an example."""
+    app = write_app(tmp_path, ADOPTION)
+    app_yaml = app / "app.yaml"
+    app_yaml.write_text(app_yaml.read_text().replace("name: crikpy,", "name: web,"))
+    [sts] = [d for d in render(app) if d["kind"] == "StatefulSet"]
+    containers = sts["spec"]["template"]["spec"]["containers"]
+    by_name = {c["name"]: c for c in containers}
+    assert set(by_name) == {"web", "crikpy"}
+    assert "env" not in by_name["web"] and "image" not in by_name["crikpy"]
