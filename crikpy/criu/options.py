@@ -11,7 +11,7 @@ The choices, and why:
 - leave_stopped: after a dump the tree stays frozen until the commit is safe, so a failed
   upload can let it run on (SIGCONT) and shut down normally.
 - unprivileged, when crikpy lacks CAP_SYS_ADMIN: CRIU's non-root mode, which works with
-  CAP_CHECKPOINT_RESTORE alone (manifests/statefulset-least-privilege.yaml). It does not carry
+  CAP_CHECKPOINT_RESTORE alone (manifests/components/crikpy). It does not carry
   CLOCK_MONOTONIC/BOOTTIME over a restore (no time namespace is restored).
 """
 

@@ -86,7 +86,7 @@ def privilege_findings() -> list[Finding]:
     else:
         found.append(Finding("privileges", PROBLEM, "neither CAP_SYS_ADMIN nor "
                              "CAP_CHECKPOINT_RESTORE is held; run the container privileged, or "
-                             "with manifests/statefulset-least-privilege.yaml's settings"))
+                             "with manifests/components/crikpy's settings"))
     if _status_field("Seccomp") not in ("0", None):
         found.append(Finding("seccomp", PROBLEM, "crikpy runs under a seccomp filter, which CRIU "
                              "cannot suspend in the workload without CAP_SYS_ADMIN; set the "
@@ -112,7 +112,7 @@ def restore_blocker() -> str | None:
     if not _can_run_criu():
         return ("neither CAP_SYS_ADMIN nor CAP_CHECKPOINT_RESTORE is held, so CRIU cannot "
                 "restore here; run the container privileged, or as "
-                "manifests/statefulset-least-privilege.yaml does (see `crikpy check`)")
+                "manifests/components/crikpy does (see `crikpy check`)")
     return None
 
 
