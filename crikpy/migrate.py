@@ -69,6 +69,12 @@ class Migrator:
             raise CriuError(f"the workload is on a terminal ({terminals[0]}), which CRIU can dump "
                             "but not restore in a new container; run it without a tty (no "
                             "`podman run -t`, no `tty: true`) to checkpoint it")
+        ipc = procs.sysv_ipc_objects(pid)
+        if ipc:
+            raise CriuError(f"the workload uses SysV IPC ({', '.join(ipc[:3])}), which CRIU "
+                            "carries only in an IPC namespace of the workload's own, not in the "
+                            "container's that crikpy shares: it would be gone after a restore, so "
+                            "crikpy cannot checkpoint this workload (no setting changes that)")
         ckpt_id = new_id()
         staging = self._fresh_dir(f"dump-{ckpt_id}")
         try:
