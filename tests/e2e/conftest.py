@@ -17,7 +17,7 @@ def images() -> dict[str, str]:
         pytest.fail("podman is missing; run the tests through `bash tests/run.sh`, which installs it")
     podman.build_images(TAG)
     return {"crikpy": f"localhost/crikpy:{TAG}", "counter": f"localhost/crikpy-counter:{TAG}",
-            "stateful": f"localhost/crikpy-stateful:{TAG}"}
+            "stateful": f"localhost/crikpy-stateful:{TAG}", "matrix": f"localhost/crikpy-matrix:{TAG}"}
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the crikpy image from this checkout and the example images on it, tagged TAG
-# (default: latest): localhost/crikpy:TAG, localhost/crikpy-counter:TAG, localhost/crikpy-stateful:TAG.
+# (default: latest): localhost/crikpy:TAG, localhost/crikpy-counter:TAG, localhost/crikpy-stateful:TAG,
+# localhost/crikpy-matrix:TAG (the compatibility matrix's workloads).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tag=${1:-latest}
@@ -19,3 +20,4 @@ build() {
 build "localhost/crikpy:$tag" .
 build "localhost/crikpy-counter:$tag" images/counter
 build "localhost/crikpy-stateful:$tag" images/stateful
+build "localhost/crikpy-matrix:$tag" images/matrix
