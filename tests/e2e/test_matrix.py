@@ -153,3 +153,35 @@ def test_sysv_ipc_is_refused_cleanly(images, containers, volume, shm, objects):
                       env=env)
     cold.wait_for(lambda _: cold.lines("sysv "), what="a cold start")
     assert events(cold.logs(), "restore.skipped") and not events(cold.logs(), "restore.started")
+
+
+def test_postgresql_is_refused_cleanly_for_its_sysv_segment(images, containers, volume):
+    """PostgreSQL keeps a small SysV shared memory segment (its interlock) whatever
+    shared_memory_type says, so crikpy refuses it: the postmaster gets its SIGTERM and shuts
+    down cleanly (a smart shutdown, exit 0), and no checkpoint is committed."""
+    port = str(_free_port())
+    env = {"CRIKPY_NAME": "postgres", "PORT": port}
+
+    def psql(c: Container, sql: str) -> str:
+        return c.exec("psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-tAc", sql).strip()
+
+    c = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/postgres.sh"],
+                   env=env)
+    c.wait_for(lambda text: "ready to accept connections" in text, what="postgres ready")
+    psql(c, "CREATE TABLE kept (n int); CREATE UNLOGGED TABLE scratch (n int);"
+            "INSERT INTO kept SELECT generate_series(1, 100);"
+            "INSERT INTO scratch SELECT generate_series(1, 50);")
+    assert psql(c, "SELECT (SELECT count(*) FROM kept) || ' ' || (SELECT count(*) FROM scratch)") \
+        == "100 50"
+    assert c.stop() == 0, c.logs()[-3000:]
+    logs = c.logs()
+    failed = events(logs, "checkpoint.failed")
+    assert len(failed) == 1 and "uses SysV IPC (shared memory segment" in failed[0]["error"], failed
+    assert [e["signal"] for e in events(logs, "signal.forwarded")] == ["SIGTERM"]
+    assert "received smart shutdown request" in logs and "database system is shut down" in logs
+    assert not events(logs, "checkpoint.committed")
+
+    cold = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/postgres.sh"],
+                      env=env)
+    cold.wait_for(lambda text: "ready to accept connections" in text, what="a cold start")
+    assert events(cold.logs(), "restore.skipped") and not events(cold.logs(), "restore.started")
