@@ -75,6 +75,12 @@ class Migrator:
                             "carries only in an IPC namespace of the workload's own, not in the "
                             "container's that crikpy shares: it would be gone after a restore, so "
                             "crikpy cannot checkpoint this workload (no setting changes that)")
+        strangers = procs.other_users(pid) if procs.lacks_sys_resource() else []
+        if strangers:
+            raise CriuError(f"{strangers[0]}, not crikpy's uid {os.getuid()} gid {os.getgid()}: "
+                            "CRIU cannot dump a process of another user without "
+                            "CAP_SYS_RESOURCE, which this container lacks; grant it, or run the "
+                            "whole workload as crikpy's user")
         ckpt_id = new_id()
         staging = self._fresh_dir(f"dump-{ckpt_id}")
         try:

@@ -147,6 +147,45 @@ def sysv_ipc_objects(root: int) -> list[str]:
     return found
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def lacks_sys_resource() -> bool:
+    """Whether crikpy (and so CRIU, its child) lacks CAP_SYS_RESOURCE."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return not int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1
+    except OSError:
+        pass
+    return False
+
+
+def other_users(root: int) -> list[str]:
+    """Processes of the tree at `root` whose real, effective or saved uid or gid is not crikpy's.
+    Without CAP_SYS_RESOURCE, CRIU cannot read their resource limits (prlimit: EPERM), so it
+    cannot dump them ("Can't get rlimit")."""
+    found = []
+    for pid in tree(root):
+        ids = {}
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(("Name:", "Uid:", "Gid:")):
+                        key, *values = line.split()
+                        ids[key] = values
+        except OSError:
+            continue
+        uids = {int(v) for v in ids.get("Uid:", [])[:3]}
+        gids = {int(v) for v in ids.get("Gid:", [])[:3]}
+        if uids - {os.getuid()} or gids - {os.getgid()}:
+            found.append(f"process {pid} ({' '.join(ids.get('Name:', ['?']))}) runs as uid "
+                         f"{max(uids - {os.getuid()}, default=os.getuid())} gid "
+                         f"{max(gids - {os.getgid()}, default=os.getgid())}")
+    return found
+
+
 def tree(root: int) -> list[int]:
     """`root` and all its descendants alive now, parents before children."""
     children: dict[int, list[int]] = {}

@@ -88,6 +88,30 @@ def test_nginx_master_and_workers_serve_again(images, containers, volume):
                  env={"PORT": str(port)})
 
 
+def test_nginx_workers_of_another_user_are_refused_without_cap_sys_resource(
+        images, containers, volume):
+    """Debian's nginx runs its workers as www-data. Without CAP_SYS_RESOURCE (missing on the test
+    machines, even in a privileged container) CRIU cannot dump a process of another user: crikpy
+    says so before the dump, and nginx gets its SIGTERM and shuts down."""
+    port = _free_port()
+    c = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/nginx.sh"],
+                   env={"CRIKPY_NAME": "nginx", "PORT": str(port), "NGINX_USER": "www-data"})
+    cap_eff = int(re.search(r"CapEff:\s+(\w+)", c.exec("cat", "/proc/1/status")).group(1), 16)
+    assert not cap_eff >> 24 & 1, ("this machine grants CAP_SYS_RESOURCE: www-data workers "
+                                   "should migrate here; test that instead")
+    c.wait_for(lambda _: _can_connect(port), what="nginx listening")
+    assert _get(port).startswith("served-by ")
+    assert c.stop() == 0, c.logs()[-3000:]
+    logs = c.logs()
+    failed = events(logs, "checkpoint.failed")
+    assert len(failed) == 1, failed
+    assert re.match(r"process \d+ \(nginx\) runs as uid \d+ gid \d+, not crikpy's uid 0 gid 0: "
+                    r"CRIU cannot dump a process of another user without CAP_SYS_RESOURCE",
+                    failed[0]["error"]), failed
+    assert [e["signal"] for e in events(logs, "signal.forwarded")] == ["SIGTERM"]
+    assert "signal 15 (SIGTERM) received" in logs and not events(logs, "checkpoint.committed")
+
+
 def _can_connect(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -39,3 +39,22 @@ def test_a_tree_in_an_ipc_namespace_of_its_own_is_not_refused():
         own.kill()
         own.wait()
         libc.semctl(semid, 0, IPC_RMID)
+
+
+def test_a_process_of_another_user_is_named():
+    other = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                              "sleep", "30"])
+    same = subprocess.Popen(["sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while not all(s in open(f"/proc/{other.pid}/status").read()
+                      for s in ("Uid:\t65534", "Name:\tsleep")):
+            assert time.monotonic() < deadline, "setpriv did not take effect"
+            time.sleep(0.05)
+        assert procs.other_users(other.pid) == [f"process {other.pid} (sleep) runs as uid 65534 "
+                                                "gid 65534"]
+        assert procs.other_users(same.pid) == []
+    finally:
+        for p in (other, same):
+            p.kill()
+            p.wait()
