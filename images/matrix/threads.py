@@ -1,7 +1,7 @@
-"""Several threads, each with its own counter, printing it: each must carry on after a restore."""
+"""Several threads, each with its own counter, printing it (`thread <k> <count> <native thread id>`):
+each must carry on after a restore."""
 
 import os
-import sys
 import threading
 import time
 
@@ -13,7 +13,7 @@ def work(k: int) -> None:
     n = 0
     while True:
         with lock:
-            print(f"thread {k} {n}", flush=True)
+            print(f"thread {k} {n} {threading.get_native_id()}", flush=True)
         n += 1
         time.sleep(0.1 + 0.03 * k)
 

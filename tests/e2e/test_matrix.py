@@ -9,6 +9,7 @@ lists what each test shows.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -83,6 +84,17 @@ def test_nginx_master_and_workers_serve_again(images, containers, volume):
         else:
             assert (master, workers) == (seen["master"], seen["workers"]), \
                 f"generation {generation}: nginx was restarted, not restored: {procs}"
+            # A client's keep-alive connection from before the migration does not survive it:
+            # its next request is reset (the client must reconnect, as after any restart).
+            with pytest.raises((ConnectionError, http.client.HTTPException)):
+                seen["conn"].request("GET", "/")
+                seen["conn"].getresponse().read()
+            seen["conn"].close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.read().startswith(b"served-by ") and not resp.will_close
+        seen["conn"] = conn
 
     _generations(images, containers, volume, "nginx", ["sh", "/opt/matrix/nginx.sh"], check,
                  env={"PORT": str(port)})
@@ -148,6 +160,8 @@ def test_threads_each_carry_on(images, containers, volume):
         flat = [n for nums in per_gen for n in nums]
         assert flat == list(range(len(flat))), \
             f"thread {k} restarted or skipped: {[nums[0] for nums in per_gen]}"
+        tids = {ln.split()[3] for c in gens for ln in c.lines(f"thread {k} ")}
+        assert len(tids) == 1, f"thread {k} was replaced by another thread: {tids}"
 
 
 @pytest.mark.parametrize("shm, objects", [("1", ["shared memory segment", "semaphore set"]),
