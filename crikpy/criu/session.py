@@ -115,12 +115,14 @@ _HARMLESS = ("Can't setup RLIMIT_NOFILE",)
 
 
 def error_lines(log_path: Path | None, limit: int = 3) -> list[str]:
-    """CRIU's own `Error (...)` lines from its log, the part a person needs first."""
+    """CRIU's own `Error (...)` lines from its log, the part a person needs first: the first
+    (the cause: later ones are mostly its consequences, such as "9001 killed by signal 9") and
+    the last."""
     if not log_path or not log_path.exists():
         return []
     lines = log_path.read_text(errors="replace").splitlines()
     errors = [ln.strip() for ln in lines if "Error" in ln and not any(h in ln for h in _HARMLESS)]
-    return errors[-limit:]
+    return errors if len(errors) <= limit else errors[:1] + errors[len(errors) - limit + 1:]
 
 
 def _log_hint(log_path: Path | None, resp) -> str:
