@@ -150,6 +150,23 @@ def test_fifo_pipeline_carries_on(images, containers, volume):
     assert flat == list(range(len(flat))), f"the pipeline restarted or lost numbers: firsts {firsts}"
 
 
+def test_fifo_made_at_run_time_cannot_be_restored(images, containers, volume):
+    """A FIFO that the workload makes at run time in the container's own filesystem is not in the
+    new container, and CRIU reopens FIFOs by path: the restore fails (and, after
+    restoreAttempts, the checkpoint is quarantined and the pod starts cold). Make it in the image."""
+    env = {"CRIKPY_NAME": "pipeline", "FIFO": "/tmp/made-at-run-time.fifo"}
+    c = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/pipeline.sh"],
+                   env=env)
+    c.wait_for(lambda _: len(c.lines("pipeline consumed ")) >= 5, what="the pipeline running")
+    assert c.stop() == 0 and events(c.logs(), "checkpoint.committed")
+    again = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/pipeline.sh"],
+                       env=env)
+    assert again.wait() != 0
+    failed = events(again.logs(), "restore.failed")
+    assert len(failed) == 1 and "tmp/made-at-run-time.fifo" in failed[0]["error"], failed
+    assert not again.lines("pipeline consumed ")
+
+
 def test_threads_each_carry_on(images, containers, volume):
     threads = 4
     gens = _generations(images, containers, volume, "threads", ["python3", "/opt/matrix/threads.py"],
