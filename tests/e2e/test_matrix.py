@@ -52,9 +52,11 @@ def _generations(images, containers, volume, name: str, command: list[str], chec
         c = containers(images["matrix"], volume=volume, command=command,
                        env={"CRIKPY_NAME": name, **(env or {})})
         if generation:
-            c.wait_for(lambda text: events(text, "restore.done") or events(text, "restore.skipped"),
+            c.wait_for(lambda text: any(events(text, e) for e in ("restore.done", "restore.skipped",
+                                                                  "restore.failed")),
                        what="the restore")
-            assert events(c.logs(), "restore.done"), f"generation {generation} did not restore"
+            assert events(c.logs(), "restore.done"), \
+                f"generation {generation} did not restore: {c.logs()[-3000:]}"
         check(c, generation)
         assert c.stop() == 0, c.logs()[-3000:]
         assert len(events(c.logs(), "checkpoint.committed")) == 1, c.logs()[-3000:]
