@@ -42,7 +42,11 @@ def main() -> None:
                              "about 26 %% with zstd)")
     parser.add_argument("--image", default="localhost/crikpy-stateful:bench")
     parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for crikpy in both containers, e.g. "
+                             "CRIKPY_S3_CONCURRENCY=8; repeatable")
     args = parser.parse_args()
+    settings = dict(pair.split("=", 1) for pair in args.env)
 
     results = []
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -50,7 +54,7 @@ def main() -> None:
         try:
             for mib in (int(s) for s in args.sizes.split(",")):
                 for kind in args.kinds.split(","):
-                    result = run(mib, kind, args.image, server, Path(tmp))
+                    result = run(mib, kind, args.image, server, Path(tmp), settings)
                     print_case(result)
                     results.append(result)
         finally:
@@ -59,8 +63,10 @@ def main() -> None:
     print(f"figures written to {args.json}", file=sys.stderr)
 
 
-def run(mib: int, kind: str, image: str, server: S3Server, tmp: Path) -> dict:
-    env = {**server.env, "CRIKPY_STORE": f"s3://{BUCKET}/bench-{uuid.uuid4().hex[:6]}",
+def run(mib: int, kind: str, image: str, server: S3Server, tmp: Path,
+        settings: dict[str, str]) -> dict:
+    env = {**server.env, **settings,
+           "CRIKPY_STORE": f"s3://{BUCKET}/bench-{uuid.uuid4().hex[:6]}",
            "CRIKPY_S3_PATH_STYLE": "true", "CRIKPY_NAME": "bench", "CRIKPY_GRACE_PERIOD": "600",
            "STATE_MIB": str(mib), "TICK_SECONDS": "1",
            "COMPRESSIBLE": "1" if kind == "compressible" else "0"}
@@ -103,7 +109,8 @@ def run(mib: int, kind: str, image: str, server: S3Server, tmp: Path) -> dict:
     up_s, down_s = baseline(server, tmp, size)
     gb = size / 1e9
     return {
-        "mib": mib, "kind": kind, "dumped_bytes": size, "stored_bytes": committed["bytes"],
+        "mib": mib, "kind": kind, "settings": settings, "dumped_bytes": size,
+        "stored_bytes": committed["bytes"],
         "checkpoint": {
             "seconds": checkpoint_s, "dump": dumped["seconds"],
             "transfer": uploaded["seconds"], "commit": committed["seconds"] - uploaded["seconds"],
@@ -151,7 +158,7 @@ def print_case(r: dict) -> None:
         ("idle memory, crikpy", f"{r['idle_rss_mib']:.0f} MiB", ""),
     ]
     width = max(len(row[0]) for row in rows)
-    print(f"\n{r['mib']} MiB, {r['kind']}")
+    print(f"\n{r['mib']} MiB, {r['kind']}", *(f"{k}={v}" for k, v in r["settings"].items()))
     print(f"{'':{width}}  {'crikpy':30}  boto3, same bytes, same server, same run")
     for name, ours, theirs in rows:
         print(f"{name:{width}}  {ours:30}  {theirs}")

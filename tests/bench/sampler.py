@@ -9,7 +9,8 @@ It keeps the peak of the overhead's summed RSS, the last CPU time seen of each o
 the first sample, and the peak size of crikpy's
 work dir, read through PID 1's root.
 
-RSS summed over processes counts shared library pages once per process: an upper bound.
+Memory is PSS (smaps_rollup): pages shared between processes (libraries, and the whole of a
+process forked but not yet exec'd) are split among them, so the sum is what they really hold.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ def _read(path: str) -> str | None:
             return f.read()
     except OSError:
         return None
+
+
+def _pss(pid: int) -> int:
+    rollup = _read(f"/proc/{pid}/smaps_rollup") or ""
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _du(root: Path) -> int:
@@ -98,8 +107,9 @@ class Sampler:
             more = {pid for pid, p in procs.items() if p[1] in workload} - workload
             grew, workload = bool(more), workload | more
         rss, parts = 0, {}
-        for pid, (nspid, _, proc_rss, start, cpu, name) in procs.items():
+        for pid, (nspid, _, _, start, cpu, name) in procs.items():
             if pid not in workload:
+                proc_rss = _pss(pid)
                 rss += proc_rss
                 parts[f"{nspid} {name}"] = proc_rss
                 self._cpu[(pid, start)] = cpu
