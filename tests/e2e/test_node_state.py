@@ -13,17 +13,10 @@ import pytest
 from tests.e2e.evidence import check_stateful_generation, counts, states
 from tests.e2e.podman import events
 from tests.harness.s3server import free_port
-from tests.nodestate.fakes import TOKEN, FakeNodeState, node
+from tests.nodestate.fakes import TOKEN, node
 
 pytestmark = pytest.mark.e2e
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-@pytest.fixture
-def fake():
-    f = FakeNodeState()
-    yield f
-    f.close()
 
 
 def test_sigterm_checkpoints_only_when_the_node_is_leaving(images, containers, volume, fake,

@@ -23,13 +23,6 @@ TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 POD = "counter-0"
 
 
-@pytest.fixture
-def fake():
-    f = FakeNodeState()
-    yield f
-    f.close()
-
-
 def about(fake: FakeNodeState, uid: str) -> list[dict]:
     """The Events the fake received about the pod with `uid`, in the order they came."""
     return [e for e in fake.events.values() if e["involvedObject"].get("uid") == uid]

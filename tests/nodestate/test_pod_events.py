@@ -20,19 +20,12 @@ from crikpy.nodestate.kubernetes import ApiServer
 from crikpy.podevents import Pod, PodEvents
 from crikpy.settings import Settings
 from tests.harness.s3server import free_port
-from tests.nodestate.fakes import TOKEN, FakeNodeState
+from tests.nodestate.fakes import TOKEN
 from tests.nodestate.kubectl import describe_events
 
 ABSENT = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 POD = Pod(name="counter-0", namespace="default", uid="6f1c2a4e-0d1b-4c9e-9d55-3a2f7b8e1c10",
           node="node-a")
-
-
-@pytest.fixture
-def fake():
-    f = FakeNodeState()
-    yield f
-    f.close()
 
 
 @pytest.fixture

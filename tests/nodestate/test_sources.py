@@ -21,13 +21,6 @@ ABSENT = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 @pytest.fixture
-def fake():
-    f = FakeNodeState()
-    yield f
-    f.close()
-
-
-@pytest.fixture
 def token(tmp_path):
     path = tmp_path / "token"
     path.write_text(TOKEN + "\n")
