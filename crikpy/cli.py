@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from crikpy import __version__, log, settings as settings_mod
+from crikpy import __version__, log, settings as settings_mod, settings_table
 from crikpy.errors import (EXIT_CODES, INTERNAL_EXIT_CODE, USAGE_EXIT_CODE, ConfigError,
                            CrikpyError, PreflightFailed)
 
@@ -25,68 +25,46 @@ EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `r
                               for code, text in EXIT_CODES.items()) + ".")
 
 
-def _common(f):
-    """Options every command shares: where checkpoints are and whose they are."""
-    options = [
-        click.option("--config", "--config-path", "config_path", type=click.Path(path_type=Path),
-                     envvar="CRIKPY_CONFIG", show_envvar=True,
-                     help=f"YAML config file; --config-path is crik's name for it [default: "
-                          f"{settings_mod.DEFAULT_CONFIG_PATH}, else crik's "
-                          f"{settings_mod.CRIK_CONFIG_PATH}; absent is fine]."),
-        click.option("--store", envvar="CRIKPY_STORE", show_envvar=True,
-                     help=f"Where checkpoints live: file:///path or s3://bucket/prefix [default: "
-                          f"{settings_mod.DEFAULT_STORE}]."),
-        click.option("--name", envvar="CRIKPY_NAME", show_envvar=True,
-                     help="The workload's identity in the store [default: $HOSTNAME, the pod's "
-                          "name, stable for StatefulSet pods]."),
-        click.option("--namespace", envvar="CRIKPY_NAMESPACE", show_envvar=True,
-                     help="Groups names in the store [default: $POD_NAMESPACE when set]."),
-        click.option("--encryption-key-file", envvar="CRIKPY_ENCRYPTION_KEY_FILE", show_envvar=True,
-                     help="A file (a mounted Secret) of base64-encoded 32-byte keys, one per "
-                          "line: checkpoints are sealed with the first (AES-256-GCM) and opened "
-                          "with any, and only checkpoints that authenticate are restored "
-                          "[default: none, checkpoints are stored in the clear]."),
-        click.option("--log-level", type=click.Choice(settings_mod.LOG_LEVELS),
-                     envvar="CRIKPY_LOG_LEVEL", show_envvar=True, help="[default: info]"),
-        click.option("--debug", is_flag=True, help="crik's flag: the same as --log-level debug."),
-        # S3: credentials and, when these are unset, endpoint and region come the way every AWS
-        # tool finds them (AWS_* variables, shared config files, IRSA, Pod Identity, instance role).
-        click.option("--s3-endpoint-url", envvar="CRIKPY_S3_ENDPOINT_URL", show_envvar=True,
-                     help="S3-compatible endpoint (MinIO, Ceph RGW, R2, ...) [default: "
-                          "$AWS_ENDPOINT_URL, else AWS]."),
-        click.option("--s3-region", envvar="CRIKPY_S3_REGION", show_envvar=True,
-                     help="[default: $AWS_REGION / $AWS_DEFAULT_REGION / config file]"),
-        click.option("--s3-path-style/--no-s3-path-style", default=None,
-                     envvar="CRIKPY_S3_PATH_STYLE", show_envvar=True,
-                     help="Path-style addressing, which most S3-compatible servers need "
-                          "[default: off]."),
-        click.option("--s3-part-size", "s3_part_size_mib", type=int,
-                     envvar="CRIKPY_S3_PART_SIZE", show_envvar=True,
-                     help="Multipart part size in MiB, at least 5 [default: 8]."),
-        click.option("--s3-concurrency", type=int, envvar="CRIKPY_S3_CONCURRENCY",
-                     show_envvar=True,
-                     help="Parts held in memory at once, across all transfers: crikpy's "
-                          "transfers hold at most part size x this [default: 4]."),
-        click.option("--s3-sse", type=click.Choice(["AES256", "aws:kms"]), envvar="CRIKPY_S3_SSE",
-                     show_envvar=True, help="Server-side encryption: SSE-S3 or SSE-KMS."),
-        click.option("--s3-sse-kms-key-id", envvar="CRIKPY_S3_SSE_KMS_KEY_ID", show_envvar=True,
-                     help="KMS key for --s3-sse aws:kms [default: the bucket's]."),
-        click.option("--s3-credentials-file", envvar="CRIKPY_S3_CREDENTIALS_FILE",
-                     show_envvar=True,
-                     help="An AWS credentials file only crikpy reads (a mounted Secret), so that "
-                          "the workload does not inherit the keys, which would then be in every "
-                          "checkpoint [default: boto3's own search; IRSA and Pod Identity also "
-                          "keep them out]."),
-        click.option("--s3-storage-class", envvar="CRIKPY_S3_STORAGE_CLASS", show_envvar=True,
-                     help="Storage class of checkpoint objects, e.g. STANDARD, "
-                          "INTELLIGENT_TIERING."),
-    ]
-    for option in reversed(options):
+# A declared setting's kind, as click reads it; kinds not here are text until resolve() reads them.
+_CLICK_TYPES = {"int": int, "seconds": float, "path": click.Path(path_type=Path)}
+
+
+def _option(s: settings_table.Setting):
+    """The click option of a declared setting. Unset, it is None (a repeatable one, empty), so
+    that the config file and the declared default still count beneath it."""
+    names = [f"{s.flag}/--no-{str(s.flag).removeprefix('--')}" if s.kind == "bool" else s.flag]
+    if s.crik_flag:
+        names.append(s.crik_flag)
+    return click.option(*names, s.field, default=None, multiple=s.kind == "paths",
+                        type=click.Choice(s.choices) if s.choices else _CLICK_TYPES.get(s.kind),
+                        metavar=s.metavar, envvar=s.env, show_envvar=True, help=s.cli_help())
+
+
+_DEBUG = click.option("--debug", is_flag=True, help="crik's flag: the same as --log-level debug.")
+
+
+def _with_options(f, settings):
+    options = []
+    for s in settings:
+        options.append(_option(s))
+        if s.field == "log_level":  # crik's --debug, listed beside what it means
+            options.append(_DEBUG)
+    for option in reversed(options):  # the first applied is listed last
         f = option(f)
     return f
 
 
-def _settings(config_path, debug=False, **given) -> settings_mod.Settings:
+def _common(f):
+    """Options every command shares: where checkpoints are, whose, and how to reach the store."""
+    return _with_options(f, [s for s in settings_table.SETTINGS if s.flag and not s.run_only])
+
+
+def _run_only(f):
+    """Options of `run` alone: how the workload is checkpointed and restored."""
+    return _with_options(f, [s for s in settings_table.SETTINGS if s.flag and s.run_only])
+
+
+def _settings(config_file, debug=False, **given) -> settings_mod.Settings:
     ctx = click.get_current_context()
     if debug or ctx.meta.get("crikpy.debug"):
         # A flag beats the environment, so only a --log-level flag can contradict --debug.
@@ -95,7 +73,7 @@ def _settings(config_path, debug=False, **given) -> settings_mod.Settings:
         if typed and level != "debug":
             raise ConfigError(f"--debug and --log-level {level} disagree; give one of them")
         given["log_level"] = "debug"
-    s = settings_mod.resolve(given, config_path, os.environ)
+    s = settings_mod.resolve(given, config_file, os.environ)
     log.configure(s.log_level)
     logger = log.get()
     if s.config_file:
@@ -128,86 +106,9 @@ def cli(ctx, debug):
 # no `--`, and whatever follows COMMAND is COMMAND's.
 @cli.command(epilog=EPILOG, context_settings={"allow_interspersed_args": False})
 @_common
-@click.option("--on-restore-failure", type=click.Choice(settings_mod.RESTORE_FAILURE_POLICIES),
-              envvar="CRIKPY_ON_RESTORE_FAILURE", show_envvar=True,
-              help="When a checkpoint cannot be restored (it is quarantined either way): start "
-                   "the command cold, or exit 7 [default: cold-start].")
-@click.option("--keep-checkpoints", type=int, envvar="CRIKPY_KEEP_CHECKPOINTS", show_envvar=True,
-              help="Committed checkpoints kept per workload; older ones are deleted after a "
-                   "commit [default: 2].")
-@click.option("--work-dir", envvar="CRIKPY_WORK_DIR", show_envvar=True,
-              help="Local staging directory for dumps and downloads "
-                   "[default: /var/lib/crikpy/work].")
-@click.option("--pid-floor", type=int, envvar="CRIKPY_PID_FLOOR", show_envvar=True,
-              help="Workload PIDs start above this, so restores never collide with crikpy's own "
-                   "(0: leave ns_last_pid alone) [default: 9000].")
-@click.option("--additional-path", "additional_paths", multiple=True,
-              envvar="CRIKPY_ADDITIONAL_PATHS", show_envvar=True,
-              help="A file or directory outside the image that the workload uses; copied into "
-                   "each checkpoint and put back before a restore. Repeatable; the variable "
-                   "takes space-separated paths.")
-@click.option("--grace-period", type=float, envvar="CRIKPY_GRACE_PERIOD", show_envvar=True,
-              help="Seconds from SIGTERM to the kubelet's SIGKILL (the pod's "
-                   "terminationGracePeriodSeconds). A checkpoint not committed by then, less a "
-                   "10% reserve (at least 2 s), is abandoned and the workload shuts down "
-                   "normally [default: 30].")
-@click.option("--checkpoint-on", type=click.Choice(settings_mod.CHECKPOINT_ON),
-              envvar="CRIKPY_CHECKPOINT_ON", show_envvar=True,
-              help="What a SIGTERM means. always: checkpoint. node-shutdown: checkpoint only when "
-                   "a node-state source says the node is leaving (else shut down normally and "
-                   "clear the latest checkpoint, as on a rollout). never: plain init "
-                   "[default: always; node-shutdown when crik's nodeStateServerURL is set].")
-@click.option("--node-state-sources", envvar="CRIKPY_NODE_STATE_SOURCES", show_envvar=True,
-              help="Comma-separated, tried in order: kubernetes, crik, aws, gcp, azure. Cloud "
-                   "sources are also polled for interruption notices [default: kubernetes when "
-                   "in-cluster, crik when its URL is set].")
-@click.option("--node-state-timeout", type=float, envvar="CRIKPY_NODE_STATE_TIMEOUT",
-              show_envvar=True,
-              help="Seconds to wait for the sources' answer on SIGTERM; no answer means "
-                   "'not leaving' [default: 3].")
-@click.option("--node-name", envvar="CRIKPY_NODE_NAME", show_envvar=True,
-              help="This pod's node [default: $KUBERNETES_NODE_NAME or $NODE_NAME].")
-@click.option("--kubernetes-api-url", envvar="CRIKPY_KUBERNETES_API_URL", show_envvar=True,
-              help="[default: in-cluster, https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]")
-@click.option("--aws-imds-url", envvar="CRIKPY_AWS_IMDS_URL", show_envvar=True,
-              help="[default: http://169.254.169.254]")
-@click.option("--gcp-metadata-url", envvar="CRIKPY_GCP_METADATA_URL", show_envvar=True,
-              help="[default: http://metadata.google.internal]")
-@click.option("--azure-metadata-url", envvar="CRIKPY_AZURE_METADATA_URL", show_envvar=True,
-              help="[default: http://169.254.169.254]")
-@click.option("--notice-poll-interval", type=float, envvar="CRIKPY_NOTICE_POLL_INTERVAL",
-              show_envvar=True,
-              help="Seconds between polls of the cloud sources for an interruption notice; on "
-                   "one, crikpy checkpoints at once and stops the workload [default: 5].")
-@click.option("--checkpoint-interval", envvar="CRIKPY_CHECKPOINT_INTERVAL", show_envvar=True,
-              help="Also checkpoint every DURATION (e.g. 10m) with the workload left running, "
-                   "for nodes that vanish without notice; a restore then rewinds the workload to "
-                   "that moment [default: off].")
-@click.option("--after-failed-checkpoint", type=click.Choice(settings_mod.AFTER_FAILED_CHECKPOINT),
-              envvar="CRIKPY_AFTER_FAILED_CHECKPOINT", show_envvar=True,
-              help="When a checkpoint failed and the workload then shut down on its SIGTERM, "
-                   "the previous checkpoint is older than the state it shut down from. clear: "
-                   "the next start is cold, as without crikpy. keep: the next start restores the "
-                   "previous checkpoint, rewinding the workload [default: clear].")
-@click.option("--compression", type=click.Choice(settings_mod.COMPRESSION),
-              envvar="CRIKPY_COMPRESSION", show_envvar=True,
-              help="Compress memory pages on their way to the store, 1 MiB at a time; a MiB "
-                   "that does not shrink is stored as it is, so memory that does not compress "
-                   "costs little [default: zstd].")
-@click.option("--redact-command/--no-redact-command", default=None,
-              envvar="CRIKPY_REDACT_COMMAND", show_envvar=True,
-              help="Leave the workload's command line out of checkpoint manifests (it may hold "
-                   "secrets); a restore then cannot say whether the command changed "
-                   "[default: recorded].")
-@click.option("--restore-attempts", type=int, envvar="CRIKPY_RESTORE_ATTEMPTS", show_envvar=True,
-              help="Restores of one checkpoint that may fail (the pod exits and restarts between "
-                   "them) before it is quarantined and the previous one is tried [default: 3].")
-@click.option("--notice-wait", envvar="CRIKPY_NOTICE_WAIT", show_envvar=True,
-              help="After a notice checkpoint, how long to wait for SIGTERM before exiting "
-                   "anyway (the node stayed), so that the container restarts and restores "
-                   "[default: the cloud's lead time plus the grace period].")
+@_run_only
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(command, config_path, **given):
+def run(command, config_file, **given):
     """Run COMMAND as PID 1's child; checkpoint it on SIGTERM, restore it on the next start.
 
     \b
@@ -221,12 +122,12 @@ def run(command, config_path, **given):
     """
     from crikpy import entrypoint  # noqa: PLC0415
 
-    return entrypoint.run(_settings(config_path, **given), command)
+    return entrypoint.run(_settings(config_file, **given), command)
 
 
 @cli.command(epilog=EPILOG)
 @_common
-def check(config_path, **given):
+def check(config_file, **given):
     """Check that checkpoints can be taken and stored here; one line per item.
 
     Looks at CRIU (present, version suits this kernel, `criu check`), privileges, whether
@@ -235,7 +136,7 @@ def check(config_path, **given):
     """
     from crikpy.criu import preflight  # noqa: PLC0415
 
-    s = _settings(config_path, **given)
+    s = _settings(config_file, **given)
     findings = [*preflight.criu_findings(s.criu_binary), *preflight.privilege_findings(),
                 preflight.soft_dirty_finding(s.criu_binary), _store_finding(s),
                 _encryption_finding(s)]
@@ -285,18 +186,18 @@ def checkpoints():
     """Inspect and manage the checkpoints in the store."""
 
 
-def _repo(config_path, given):
+def _repo(config_file, given):
     from crikpy.checkpoint.commit import open_repository  # noqa: PLC0415
 
-    return open_repository(_settings(config_path, **given))
+    return open_repository(_settings(config_file, **given))
 
 
 @checkpoints.command("list", epilog=EPILOG)
 @_common
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
-def list_(config_path, as_json, **given):
+def list_(config_file, as_json, **given):
     """List a workload's checkpoints: committed, quarantined (with the reason) or incomplete."""
-    infos = _repo(config_path, given).list()
+    infos = _repo(config_file, given).list()
     if as_json:
         click.echo(json.dumps([i.as_dict() for i in infos], indent=1))
         return
@@ -351,29 +252,29 @@ def human_size(size: int | None) -> str:
 @checkpoints.command(epilog=EPILOG)
 @_common
 @click.argument("checkpoint_id", metavar="ID")
-def show(config_path, checkpoint_id, **given):
+def show(config_file, checkpoint_id, **given):
     """Print a checkpoint's manifest (files, sizes, checksums, command, versions) as JSON."""
-    click.echo(_repo(config_path, given).manifest(checkpoint_id).to_json().decode())
+    click.echo(_repo(config_file, given).manifest(checkpoint_id).to_json().decode())
 
 
 @checkpoints.command(epilog=EPILOG)
 @_common
 @click.argument("checkpoint_id", metavar="ID")
-def delete(config_path, checkpoint_id, **given):
+def delete(config_file, checkpoint_id, **given):
     """Delete a checkpoint; if it was the latest, the next start is cold."""
-    _repo(config_path, given).delete(checkpoint_id)
+    _repo(config_file, given).delete(checkpoint_id)
     click.echo(f"deleted {checkpoint_id}")
 
 
 @checkpoints.command(epilog=EPILOG)
 @_common
 @click.argument("checkpoint_id", metavar="ID")
-def release(config_path, checkpoint_id, **given):
+def release(config_file, checkpoint_id, **given):
     """Take a checkpoint out of quarantine, so that a start restores it again.
 
     Its failed-attempt count is reset. It becomes the latest checkpoint unless a newer one is.
     """
-    became_latest = _repo(config_path, given).release(checkpoint_id)
+    became_latest = _repo(config_file, given).release(checkpoint_id)
     click.echo(f"released {checkpoint_id}" + ("; it is the latest checkpoint" if became_latest
                                               else "; a newer checkpoint stays latest"))
 

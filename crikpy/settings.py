@@ -2,7 +2,8 @@
 
 `cli.py` hands over what click collected from flags and their `CRIKPY_*` twins (None when unset);
 this module reads the YAML config file, maps crik's keys onto crikpy's, validates every value and
-fills in defaults. Nothing else in crikpy reads the config file.
+fills in defaults. Nothing else in crikpy reads the config file. The settings themselves (keys,
+kinds, defaults) are declared in settings_table.py.
 """
 
 from __future__ import annotations
@@ -18,19 +19,11 @@ from typing import Any, Mapping
 import yaml
 
 from crikpy.errors import ConfigError
+from crikpy.settings_table import (AFTER_FAILED_CHECKPOINT, CHECKPOINT_ON, COMPRESSION,
+                                   CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH, LOG_LEVELS,
+                                   NODE_STATE_SOURCES, RESTORE_FAILURE_POLICIES, SETTINGS, default)
 
-DEFAULT_CONFIG_PATH = Path("/etc/crikpy/config.yaml")
-# crik's own location, read when crikpy's is absent, so that a crik deployment's ConfigMap works
-# unmoved.
-CRIK_CONFIG_PATH = Path("/etc/crik/config.yaml")
-DEFAULT_STORE = "file:///var/lib/crikpy/checkpoints"
-RESTORE_FAILURE_POLICIES = ("cold-start", "fail")
-CHECKPOINT_ON = ("always", "node-shutdown", "never")
-NODE_STATE_SOURCES = ("kubernetes", "crik", "aws", "gcp", "azure")
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-LOG_LEVELS = ("debug", "info", "warning", "error")
-AFTER_FAILED_CHECKPOINT = ("clear", "keep")
-COMPRESSION = ("zstd", "none")
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
 NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
 # A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
@@ -39,47 +32,54 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    store: str = DEFAULT_STORE
-    name: str = ""
-    namespace: str | None = None
-    on_restore_failure: str = "cold-start"
-    keep_checkpoints: int = 2
-    work_dir: Path = Path("/var/lib/crikpy/work")
-    pid_floor: int = 9000
-    additional_paths: tuple[str, ...] = ()
-    inotify_incompatible_paths: tuple[str, ...] = ()
-    node_state_server_url: str | None = None
-    criu_binary: str = "criu"
-    log_level: str = "info"
-    grace_period: float = 30.0
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    s3_path_style: bool = False
-    s3_part_size_mib: int = 8
-    s3_concurrency: int = 4
-    s3_sse: str | None = None
-    s3_sse_kms_key_id: str | None = None
-    s3_storage_class: str | None = None
-    checkpoint_on: str = "always"
-    node_state_sources: tuple[str, ...] = ()  # empty: those that are configured (see resolve)
-    node_state_timeout: float = 3.0
-    node_name: str | None = None
-    kubernetes_api_url: str | None = None
+    """Every setting, resolved. The defaults are those declared in crikpy/settings_table.py."""
+
+    store: str = default("store")
+    name: str = default("name")  # empty: resolve() takes $HOSTNAME
+    namespace: str | None = default("namespace")
+    on_restore_failure: str = default("on_restore_failure")
+    keep_checkpoints: int = default("keep_checkpoints")
+    work_dir: Path = default("work_dir")
+    pid_floor: int = default("pid_floor")
+    additional_paths: tuple[str, ...] = default("additional_paths")
+    inotify_incompatible_paths: tuple[str, ...] = default("inotify_incompatible_paths")
+    node_state_server_url: str | None = default("node_state_server_url")
+    criu_binary: str = default("criu_binary")
+    log_level: str = default("log_level")
+    grace_period: float = default("grace_period")
+    s3_endpoint_url: str | None = default("s3_endpoint_url")
+    s3_region: str | None = default("s3_region")
+    s3_path_style: bool = default("s3_path_style")
+    s3_part_size_mib: int = default("s3_part_size_mib")
+    s3_concurrency: int = default("s3_concurrency")
+    s3_sse: str | None = default("s3_sse")
+    s3_sse_kms_key_id: str | None = default("s3_sse_kms_key_id")
+    s3_storage_class: str | None = default("s3_storage_class")
+    checkpoint_on: str = default("checkpoint_on")
+    # empty: those that are configured (see resolve)
+    node_state_sources: tuple[str, ...] = default("node_state_sources")
+    node_state_timeout: float = default("node_state_timeout")
+    node_name: str | None = default("node_name")
+    kubernetes_api_url: str | None = default("kubernetes_api_url")
+    # Not settings: where Kubernetes mounts the ServiceAccount; tests point them elsewhere.
     kubernetes_token_path: str = f"{SERVICE_ACCOUNT}/token"
     kubernetes_ca_path: str = f"{SERVICE_ACCOUNT}/ca.crt"
-    aws_imds_url: str = "http://169.254.169.254"
-    gcp_metadata_url: str = "http://metadata.google.internal"
-    azure_metadata_url: str = "http://169.254.169.254"
-    notice_poll_interval: float = 5.0
-    checkpoint_interval: float | None = None  # seconds; None: no periodic checkpoints
-    after_failed_checkpoint: str = "clear"
-    restore_attempts: int = 3
-    notice_wait: float | None = None  # seconds; None: the cloud's lead time plus the grace period
-    encryption_key_file: str | None = None
-    redact_command: bool = False
-    s3_credentials_file: str | None = None
-    compression: str = "zstd"
-    config_file: Path | None = None  # the file these settings were read from; None: none
+    aws_imds_url: str = default("aws_imds_url")
+    gcp_metadata_url: str = default("gcp_metadata_url")
+    azure_metadata_url: str = default("azure_metadata_url")
+    notice_poll_interval: float = default("notice_poll_interval")
+    # seconds; None: no periodic checkpoints
+    checkpoint_interval: float | None = default("checkpoint_interval")
+    after_failed_checkpoint: str = default("after_failed_checkpoint")
+    restore_attempts: int = default("restore_attempts")
+    # seconds; None: the cloud's lead time plus the grace period
+    notice_wait: float | None = default("notice_wait")
+    encryption_key_file: str | None = default("encryption_key_file")
+    redact_command: bool = default("redact_command")
+    s3_credentials_file: str | None = default("s3_credentials_file")
+    compression: str = default("compression")
+    # the file these settings were read from; None: none
+    config_file: Path | None = default("config_file")
 
     @property
     def longest_checkpoint(self) -> float:
@@ -117,8 +117,6 @@ def _short_repr() -> reprlib.Repr:
 _shown = _short_repr().repr  # a value as an error quotes it: short, whatever YAML aliases built
 
 
-# config-file key -> (Settings field, converter). crik's keys (imageDir, additionalPaths,
-# inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"config key '{key}' must be a non-empty string, got {_shown(value)}")
@@ -185,46 +183,12 @@ def _paths(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-_CONFIG_KEYS = {
-    "store": ("store", _str),
-    "name": ("name", _str),
-    "namespace": ("namespace", _str),
-    "onRestoreFailure": ("on_restore_failure", _str),
-    "keepCheckpoints": ("keep_checkpoints", _int),
-    "workDir": ("work_dir", _str),
-    "pidFloor": ("pid_floor", _int),
-    "additionalPaths": ("additional_paths", _paths),
-    "inotifyIncompatiblePaths": ("inotify_incompatible_paths", _paths),
-    "nodeStateServerURL": ("node_state_server_url", _str),
-    "criuBinary": ("criu_binary", _str),
-    "logLevel": ("log_level", _str),
-    "gracePeriod": ("grace_period", _seconds),
-    "s3EndpointURL": ("s3_endpoint_url", _str),
-    "s3Region": ("s3_region", _str),
-    "s3PathStyle": ("s3_path_style", _bool),
-    "s3PartSizeMiB": ("s3_part_size_mib", _int),
-    "s3Concurrency": ("s3_concurrency", _int),
-    "s3SSE": ("s3_sse", _str),
-    "s3SSEKMSKeyId": ("s3_sse_kms_key_id", _str),
-    "s3StorageClass": ("s3_storage_class", _str),
-    "checkpointOn": ("checkpoint_on", _str),
-    "nodeStateSources": ("node_state_sources", _names),
-    "nodeStateTimeout": ("node_state_timeout", _seconds),
-    "nodeName": ("node_name", _str),
-    "kubernetesAPIURL": ("kubernetes_api_url", _str),
-    "awsIMDSURL": ("aws_imds_url", _str),
-    "gcpMetadataURL": ("gcp_metadata_url", _str),
-    "azureMetadataURL": ("azure_metadata_url", _str),
-    "noticePollInterval": ("notice_poll_interval", _seconds),
-    "checkpointInterval": ("checkpoint_interval", parse_duration),
-    "afterFailedCheckpoint": ("after_failed_checkpoint", _str),
-    "restoreAttempts": ("restore_attempts", _int),
-    "noticeWait": ("notice_wait", parse_duration),
-    "encryptionKeyFile": ("encryption_key_file", _str),
-    "redactCommand": ("redact_command", _bool),
-    "s3CredentialsFile": ("s3_credentials_file", _str),
-    "compression": ("compression", _str),
-}
+# How each kind of declared setting is read from the config file (see settings_table.Kind).
+_CONVERTERS = {"text": _str, "path": _str, "int": _int, "seconds": _seconds, "bool": _bool,
+               "duration": parse_duration, "names": _names, "paths": _paths}
+# config-file key -> (Settings field, converter), from the declarations. crik's keys (imageDir,
+# additionalPaths, inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
+_CONFIG_KEYS = {s.config_key: (s.field, _CONVERTERS[s.kind]) for s in SETTINGS if s.config_key}
 _CRIK_IMAGE_DIR = "imageDir"
 
 
@@ -312,16 +276,18 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
         merged["config_file"] = path
     merged.update({k: v for k, v in given.items() if v is not None and v != ()})
     # Flag values arrive as text or tuples; config-file values were converted when read.
-    if "work_dir" in merged:
-        merged["work_dir"] = Path(merged["work_dir"])
-    if "node_state_sources" in merged:
-        merged["node_state_sources"] = _names("node-state-sources", merged["node_state_sources"])
-    for field in ("checkpoint_interval", "notice_wait"):
-        if isinstance(merged.get(field), str):
-            merged[field] = parse_duration(field.replace("_", "-"), merged[field])
-    for field in ("additional_paths", "inotify_incompatible_paths"):
-        if field in merged:  # "/data/", "/data/." and "/data" are one path
-            merged[field] = tuple(dict.fromkeys(normal_path(p) for p in merged[field]))
+    for setting in SETTINGS:
+        if setting.field not in merged:
+            continue
+        value = merged[setting.field]
+        if setting.kind == "path":
+            merged[setting.field] = Path(value)
+        elif setting.kind == "names":
+            merged[setting.field] = _names(setting.label, value)
+        elif setting.kind == "duration" and isinstance(value, str):
+            merged[setting.field] = parse_duration(setting.label, value)
+        elif setting.kind == "paths":  # "/data/", "/data/." and "/data" are one path
+            merged[setting.field] = tuple(dict.fromkeys(normal_path(p) for p in value))
     # crik checkpoints only when its node-state server says the node is shutting down.
     if merged.get("node_state_server_url") and "checkpoint_on" not in merged:
         merged["checkpoint_on"] = "node-shutdown"
