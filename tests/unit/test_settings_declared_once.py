@@ -1,5 +1,5 @@
 """Each setting is declared once (crikpy/settings_table.py): its flag, env twin and config key all
-reach its Settings field, and the defaults are the declared ones."""
+reach its Settings field, the defaults are the declared ones, and the README's table agrees."""
 
 from __future__ import annotations
 
@@ -14,10 +14,31 @@ from click.testing import CliRunner
 
 from crikpy import cli
 from crikpy.settings import Settings
-from crikpy.settings_table import SETTINGS, Setting
+from crikpy.settings_table import SETTINGS, Setting, readme_table
 
+README = Path(__file__).parents[2] / "README.md"
 # Settings fields that are not settings: where Kubernetes mounts the ServiceAccount.
 NOT_SETTINGS = {"kubernetes_token_path", "kubernetes_ca_path"}
+
+
+def readme_settings_table() -> list[str]:
+    """The README's settings table: its header line and every table line after it."""
+    lines = README.read_text().splitlines()
+    start = lines.index(readme_table().splitlines()[0])
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def test_readme_table_agrees_with_the_declarations():
+    declared, readme = readme_table().splitlines(), readme_settings_table()
+    only_readme = [line for line in readme if line not in declared]
+    only_declared = [line for line in declared if line not in readme]
+    assert readme == declared, (
+        "README.md's settings table differs from crikpy/settings_table.py; regenerate it with "
+        "`python -m crikpy.settings_table`.\nREADME only:\n" + "\n".join(only_readme)
+        + "\ndeclared only:\n" + "\n".join(only_declared))
 
 
 def test_declarations_are_whole_and_unambiguous():
