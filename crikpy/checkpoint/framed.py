@@ -72,34 +72,58 @@ class Decompressed:
 
 
 class _Decompressing:
+    """Writable: frames are cut out of each write in place. Only a frame that a write ends in
+    the middle of is copied and kept, so a download's parts (8 MiB) are never copied whole."""
+
     def __init__(self, target, where: str) -> None:
         self._target, self._where = target, where
         self._decompressor = _zstd().ZstdDecompressor()
-        self._buffer = bytearray()
+        self._held = bytearray()  # the start of a frame that the last write cut
         self._ended = False
 
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        view, at = memoryview(self._buffer), 0
-        while len(view) - at >= _HEAD.size:
-            length, flags = _HEAD.unpack_from(view, at)
-            if length > 2 * FRAME or self._ended:
-                view.release()
-                raise CorruptCheckpoint(f"{self._where}: a compressed frame is malformed")
-            if len(view) - at - _HEAD.size < length:
-                break
-            payload = view[at + _HEAD.size:at + _HEAD.size + length]
-            self._target.write(self._open(payload, flags))
-            at += _HEAD.size + length
-            self._ended = bool(flags & _LAST)
-        rest = bytearray(view[at:])
-        view.release()
-        self._buffer = rest
+    def write(self, data) -> int:
+        view = memoryview(data)
+        if self._held:
+            view = self._complete_held(view)
+            if self._held:  # still cut: this write ended inside it
+                return len(data)
+        at = 0
+        while (length := self._frame_length(view, at)) is not None and at + length <= len(view):
+            self._emit(view[at:at + length])
+            at += length
+        self._held = bytearray(view[at:])
         return len(data)
+
+    def _complete_held(self, view: memoryview) -> memoryview:
+        """Add to the held frame what it lacks from `view`; the rest of `view` is returned."""
+        while view:
+            length = self._frame_length(self._held, 0)
+            wanted = (length if length is not None else _HEAD.size) - len(self._held)
+            self._held += view[:wanted]
+            view = view[wanted:]
+            if length is not None and len(self._held) == length:
+                self._emit(memoryview(self._held))
+                self._held = bytearray()
+                break
+        return view
+
+    def _frame_length(self, buffer, at: int) -> int | None:
+        """The whole length of the frame at `at`, or None when its head is not all there."""
+        if len(buffer) - at < _HEAD.size:
+            return None
+        length, _ = _HEAD.unpack_from(buffer, at)
+        if length > 2 * FRAME or self._ended:
+            raise CorruptCheckpoint(f"{self._where}: a compressed frame is malformed")
+        return _HEAD.size + length
+
+    def _emit(self, frame: memoryview) -> None:
+        _, flags = _HEAD.unpack_from(frame)
+        self._target.write(self._open(frame[_HEAD.size:], flags))
+        self._ended = bool(flags & _LAST)
 
     def _open(self, payload, flags: int) -> bytes:
         if not flags & _ZSTD:
-            return bytes(payload)
+            return payload
         try:
             plain = self._decompressor.decompress(payload, max_output_size=FRAME)
         except _zstd().ZstdError as e:
@@ -111,7 +135,7 @@ class _Decompressing:
 
     def close(self) -> None:
         try:
-            if self._buffer or not self._ended:
+            if self._held or not self._ended:
                 raise CorruptCheckpoint(f"{self._where}: the compressed object is truncated")
         finally:
             self._target.close()

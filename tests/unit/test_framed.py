@@ -6,9 +6,12 @@ compresses and memory that does not, and damage that must be caught.
 
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crikpy.checkpoint import framed
 from crikpy.checkpoint.commit import CheckpointRepository
@@ -99,3 +102,57 @@ def test_a_truncated_sealed_and_compressed_object_says_authentication_failed(tmp
     stored.write_bytes(stored.read_bytes()[:-100])
     with pytest.raises(CorruptCheckpoint, match="^authentication failed"):
         CheckpointRepository(store, "ns/app", keys=keys).fetch(manifest, tmp_path / "again")
+
+
+class _Collected:
+    path = "collected"
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def open(self):
+        return self
+
+    def write(self, data) -> int:
+        self.data += data
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+def _framed(data: bytes) -> bytes:
+    class Plain:
+        path = "plain"
+
+        def open(self):
+            return io.BytesIO(data)
+    with framed.Compressed(Plain()).open() as reader:
+        return reader.read()
+
+
+_MIXED = heap(1.25, True) + heap(1.5, False) + heap(0.3, True)  # zstd, raw and short frames
+_MIXED_FRAMED = _framed(_MIXED)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(_MIXED_FRAMED)), max_size=12))
+def test_frames_come_out_whole_however_the_download_cuts_them(cuts):
+    """A download writes in parts of any size; frames may straddle them anywhere, even in their
+    5-byte head."""
+    out = _Collected()
+    with framed.Decompressed(out, "test").open() as sink:
+        bounds = sorted({0, *cuts, len(_MIXED_FRAMED)})
+        for start, end in zip(bounds, bounds[1:]):
+            sink.write(_MIXED_FRAMED[start:end])
+    assert bytes(out.data) == _MIXED
+
+
+@settings(max_examples=30, deadline=None)
+@given(end=st.integers(0, len(_MIXED_FRAMED) - 1), cut=st.integers(1, 3 * MIB))
+def test_any_truncation_is_a_corrupt_checkpoint(end, cut):
+    sink = framed.Decompressed(_Collected(), "test").open()
+    with pytest.raises(CorruptCheckpoint, match="truncated"):
+        for at in range(0, end, cut):
+            sink.write(_MIXED_FRAMED[at:min(at + cut, end)])
+        sink.close()
