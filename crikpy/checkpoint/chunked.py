@@ -23,16 +23,7 @@ class TransformedReader:
 
     def read(self, n: int = -1) -> bytes:
         pieces, want = [], n
-        while want != 0:
-            if self._offset == len(self._pending):
-                if self._ahead is None:
-                    break
-                chunk, self._ahead = self._ahead, self._plain.read(self._chunk)
-                last = not self._ahead
-                self._pending = self._transform(self._next, chunk, last)
-                self._offset, self._next = 0, self._next + 1
-                if last:
-                    self._ahead = None
+        while want != 0 and self._advance():
             take = len(self._pending) - self._offset
             if want > 0:
                 take = min(take, want)
@@ -40,6 +31,29 @@ class TransformedReader:
             pieces.append(memoryview(self._pending)[self._offset:self._offset + take])
             self._offset += take
         return b"".join(pieces)
+
+    def readinto(self, buffer) -> int:
+        """Fill `buffer` as far as the stream goes: an upload's reused part buffer."""
+        view, got = memoryview(buffer), 0
+        while got < len(view) and self._advance():
+            take = min(len(self._pending) - self._offset, len(view) - got)
+            view[got:got + take] = memoryview(self._pending)[self._offset:self._offset + take]
+            self._offset += take
+            got += take
+        return got
+
+    def _advance(self) -> bool:
+        """Make sure transformed bytes are pending; False at the end."""
+        if self._offset == len(self._pending):
+            if self._ahead is None:
+                return False
+            chunk, self._ahead = self._ahead, self._plain.read(self._chunk)
+            last = not self._ahead
+            self._pending = self._transform(self._next, chunk, last)
+            self._offset, self._next = 0, self._next + 1
+            if last:
+                self._ahead = None
+        return True
 
     def close(self) -> None:
         self._plain.close()

@@ -125,7 +125,24 @@ class Stream:
         return self
 
     def read(self, n: int = -1) -> bytes:
-        out, got = [], 0
+        out = []
+        self._take(n, out.append)
+        return b"".join(out)
+
+    def readinto(self, buffer) -> int:
+        """Fill `buffer` as far as the stream goes: an upload's reused part buffer."""
+        view, got = memoryview(buffer), 0
+
+        def put(chunk: bytes) -> None:
+            nonlocal got
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        self._take(len(view), put)
+        return got
+
+    def _take(self, n: int, put: Callable[[bytes], None]) -> None:
+        """Hand up to n bytes (all, when n < 0) to `put`, waiting for them or the end."""
+        got = 0
         with self._cond:
             while n < 0 or got < n:
                 # Take bytes as they come: a read larger than the bound (an S3 part) must not
@@ -141,11 +158,10 @@ class Stream:
                     if n >= 0 and len(chunk) > n - got:
                         self._chunks.insert(0, chunk[n - got:])
                         chunk = chunk[:n - got]
-                    out.append(chunk)
+                    put(chunk)
                     got += len(chunk)
                     self._held -= len(chunk)
                 self._cond.notify_all()
-        return b"".join(out)
 
     def close(self) -> None:
         pass

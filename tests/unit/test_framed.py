@@ -156,3 +156,23 @@ def test_any_truncation_is_a_corrupt_checkpoint(end, cut):
         for at in range(0, end, cut):
             sink.write(_MIXED_FRAMED[at:min(at + cut, end)])
         sink.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 3 * MIB), min_size=1, max_size=8))
+def test_an_upload_filling_its_part_buffers_reads_the_same_bytes(sizes):
+    """An S3 upload fills reused part buffers (readinto) instead of reading new blocks."""
+    class Plain:
+        path = "plain"
+
+        def open(self):
+            return io.BytesIO(_MIXED)
+    reader, out, at = framed.Compressed(Plain()).open(), bytearray(), 0
+    while True:
+        buffer = bytearray(sizes[at % len(sizes)])
+        n = reader.readinto(buffer)
+        if not n:
+            break
+        out += buffer[:n]
+        at += 1
+    assert bytes(out) == _MIXED_FRAMED
