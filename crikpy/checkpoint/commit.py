@@ -25,8 +25,9 @@ import datetime
 import json
 import os
 import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 from crikpy import log
 from crikpy.checkpoint import keys as keys_mod
@@ -48,6 +49,10 @@ ENCRYPTED = "encrypted"  # sealed with a key this process does not hold
 _ABSENT = ""  # pointer version meaning "no pointer object yet"
 _GARBLED = "<garbled>"  # what a pointer that could not be read names, until it is rewritten
 HOUSEKEEPING_SECONDS = 10.0  # the most retention and sweeping may take after a commit
+# A checkpoint is a few big pages images and dozens of small ones, each a request or two: moved
+# one after another, the small ones cost a round trip each (20-50 ms on S3). The store's part
+# budget bounds the memory, however many move at once.
+FILES_AT_ONCE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,11 +205,12 @@ class CheckpointRepository:
         sources = {rel: self._source(staging / rel, ckpt_id, rel) for rel in rels}
         progress = log.TransferProgress("upload", sum(s.size for s in sources.values()),
                                         id=ckpt_id)
-        files: list[FileEntry] = []
-        for rel, source in sources.items():
-            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", source,
+
+        def upload(rel: str) -> FileEntry:
+            digest = self.store.put_file(f"{self._ckpt(ckpt_id)}/files/{rel}", sources[rel],
                                          progress=progress, deadline=deadline)
-            files.append(FileEntry(rel, digest.size, digest.sha256))
+            return FileEntry(rel, digest.size, digest.sha256)
+        files = _each_at_once(upload, list(sources))
         for upload in streamed:
             digest = upload.result()
             files.append(FileEntry(upload.rel, digest.size, digest.sha256, upload.codec))
@@ -280,7 +286,8 @@ class CheckpointRepository:
         """Download every file and check it against the manifest before anyone reads it."""
         watch = log.Stopwatch()
         progress = log.TransferProgress("download", manifest.total_bytes, id=manifest.id)
-        for entry in manifest.files:
+
+        def download(entry: FileEntry) -> None:
             target = dest / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             sink = str(target)
@@ -302,6 +309,8 @@ class CheckpointRepository:
                     f"(size {digest.size} vs {entry.size}, sha256 {digest.sha256[:12]} vs "
                     f"{entry.sha256[:12]})"
                 )
+        # The biggest first: the pages take longest, and the small ones fill in beside them.
+        _each_at_once(download, sorted(manifest.files, key=lambda f: -f.size))
         self._log.info("checkpoint.fetched", id=manifest.id, files=len(manifest.files),
                        bytes=manifest.total_bytes, seconds=watch.elapsed(),
                        mb_per_s=progress.rate())
@@ -437,6 +446,27 @@ class CheckpointRepository:
             self._delete_keys(self.store.list(self._ckpt(ckpt_id) + "/", deadline=deadline),
                               deadline)
             self._log.info("checkpoint.pruned", id=ckpt_id)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _each_at_once(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """fn over items, FILES_AT_ONCE at a time; results in the items' order. The first failure
+    is raised once the calls under way have ended (those not begun are dropped)."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(FILES_AT_ONCE, len(items)),
+                            thread_name_prefix="file") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future.done() and future.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise future.exception()
+        return [future.result() for future in futures]
 
 
 def _walk_files(root: Path) -> list[str]:

@@ -238,11 +238,15 @@ class S3Store:
                  deadline: Deadline | None = None) -> Digest:
         source = as_source(path)
         if source.size is not None and source.size <= self.options.part_size:
-            with source.open() as f:
-                data = f.read()
-            self._call(f"upload of {key}", lambda: self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data,
-                **self.options.write_args()), deadline)
+            self._take_part_slot(f"upload of {key}", deadline)  # one part of the budget
+            try:
+                with source.open() as f:
+                    data = f.read()
+                self._call(f"upload of {key}", lambda: self._client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data,
+                    **self.options.write_args()), deadline)
+            finally:
+                self._parts.release()
             if progress:
                 progress(len(data))
             return Digest(len(data), hashlib.sha256(data).hexdigest())

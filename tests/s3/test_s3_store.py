@@ -167,6 +167,27 @@ def test_listing_follows_pagination(proxy):
     assert sum(1 for m, p, _ in proxy.seen if m == "GET" and "list-type=2" in p) == 4
 
 
+def test_a_checkpoints_small_files_move_at_once_within_the_budget(proxy, tmp_path):
+    """Dozens of small images, one request each: with 50 ms a request, one after another they
+    would cost a second or more at every commit and every restore."""
+    store = make_store(proxy.endpoint, concurrency=3)
+    repo = CheckpointRepository(store, "ns/app")
+    staging = tmp_path / "staging"
+    (staging / "images").mkdir(parents=True)
+    for i in range(12):
+        (staging / "images" / f"core-{i}.img").write_bytes(os.urandom(1000 + i))
+    proxy.persistent = "delay:0.05"
+    proxy.count_if = lambda method, path, headers: "/files/" in path and method in ("PUT", "GET")
+    manifest = repo.commit(staging, new_id(), DESCRIBE)
+    assert proxy.max_in_flight == 3, "uploaded one after another, or beyond the budget"
+    proxy.max_in_flight = 0
+    repo.fetch(manifest, tmp_path / "back")
+    assert proxy.max_in_flight == 3, "downloaded one after another, or beyond the budget"
+    for i in range(12):
+        assert ((tmp_path / "back" / "images" / f"core-{i}.img").read_bytes()
+                == (staging / "images" / f"core-{i}.img").read_bytes())
+
+
 def test_commit_fetch_and_pointer_over_s3(store, tmp_path):
     repo = CheckpointRepository(store, "ns/app")
     manifest = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
