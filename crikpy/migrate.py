@@ -81,6 +81,20 @@ class Migrator:
                             "CRIU cannot dump a process of another user without "
                             "CAP_SYS_RESOURCE, which this container lacks; grant it, or run the "
                             "whole workload as crikpy's user")
+        uring = procs.io_uring_users(pid)
+        if uring:
+            raise CriuError(f"{uring[0]} has an io_uring instance, which CRIU cannot dump. "
+                            "Deny io_uring to the workload: a seccomp filter on it that fails "
+                            "io_uring_setup, or sysctl kernel.io_uring_disabled=2 on the node. "
+                            "Node.js (libuv 1.49+) makes one for every event loop whenever the "
+                            "kernel allows it; UV_USE_IO_URING=0 does not stop that")
+        perf_data = [p for p in procs.jvm_perf_data_files(pid)
+                     if not _within(p, self.settings.additional_paths)]
+        if perf_data:
+            raise CriuError(f"the JVM's perf data file {perf_data[0]} is made at run time, so a "
+                            "new container lacks it and the restore would fail: run java with "
+                            "-XX:-UsePerfData, or add "
+                            f"{os.path.dirname(perf_data[0])} to additionalPaths")
         ckpt_id = new_id()
         staging = self._fresh_dir(f"dump-{ckpt_id}")
         try:
@@ -245,6 +259,11 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _within(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether `path` is one of `roots` or inside one."""
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def _tree_size(root: Path) -> int:

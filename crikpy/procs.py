@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -184,6 +185,48 @@ def other_users(root: int) -> list[str]:
                          f"{max(uids - {os.getuid()}, default=os.getuid())} gid "
                          f"{max(gids - {os.getgid()}, default=os.getgid())}")
     return found
+
+
+IO_URING = "anon_inode:[io_uring]"
+
+
+def io_uring_users(root: int) -> list[str]:
+    """Processes of the tree at `root` with an io_uring instance, as an fd or a mapping. CRIU
+    cannot dump one: the dump fails with "Unknown shit 600 (anon_inode:[io_uring])"."""
+    found = []
+    for pid in tree(root):
+        try:
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue  # gone, or an fd closed while listing: the dump sees it as it is then
+        if IO_URING in fds or IO_URING in maps:
+            found.append(f"process {pid} ({_name(pid)})")
+    return found
+
+
+# HotSpot's perf data file: /tmp/hsperfdata_<user>/<pid>, mapped shared for jstat and jcmd.
+_HSPERFDATA = re.compile(r" (/tmp/hsperfdata_[^/\s]+/\d+)$", re.MULTILINE)
+
+
+def jvm_perf_data_files(root: int) -> list[str]:
+    """The JVM perf data files that processes of the tree at `root` have mapped. A JVM makes
+    its file at start, in the container's own /tmp: a new container lacks it, and CRIU's
+    restore fails ("Can't open file tmp/hsperfdata_root/N on restore")."""
+    found = []
+    for pid in tree(root):
+        try:
+            found += _HSPERFDATA.findall(Path(f"/proc/{pid}/maps").read_text())
+        except OSError:
+            pass
+    return sorted(set(found))
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
 
 
 def tree(root: int) -> list[int]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 from crikpy import procs
 
@@ -59,3 +63,45 @@ def test_a_process_of_another_user_is_named():
             p.kill()
             p.wait()
 
+
+def _child(code: str) -> subprocess.Popen:
+    """A Python child that runs `code`, then says "ready" and waits to be killed."""
+    child = subprocess.Popen([sys.executable, "-c", code + "\nprint('ready', flush=True)\n"
+                              "import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n", "the child failed"
+    return child
+
+
+def test_a_process_with_an_io_uring_is_named():
+    child = _child("import ctypes\n"
+                   "libc = ctypes.CDLL(None, use_errno=True)\n"
+                   "params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed\n"
+                   "fd = libc.syscall(425, 4, params)  # io_uring_setup, x86_64 and aarch64\n"
+                   "assert fd >= 0, ctypes.get_errno()\n")
+    plain = subprocess.Popen(["sleep", "30"])
+    try:
+        name = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        assert procs.io_uring_users(child.pid) == [f"process {child.pid} ({name})"]
+        assert procs.io_uring_users(plain.pid) == []
+    finally:
+        for p in (child, plain):
+            p.kill()
+            p.wait()
+
+
+def test_a_mapped_jvm_perf_data_file_is_found():
+    # What a JVM does at start: /tmp/hsperfdata_<user>/<pid>, mapped shared.
+    perf_dir = tempfile.mkdtemp(prefix="hsperfdata_", dir="/tmp")
+    try:
+        child = _child("import mmap, os\n"
+                       f"f = open(os.path.join({perf_dir!r}, str(os.getpid())), 'w+b')\n"
+                       "f.truncate(4096)\n"
+                       "m = mmap.mmap(f.fileno(), 4096)\n")
+        try:
+            assert procs.jvm_perf_data_files(child.pid) == [f"{perf_dir}/{child.pid}"]
+        finally:
+            child.kill()
+            child.wait()
+    finally:
+        shutil.rmtree(perf_dir)
+    assert procs.jvm_perf_data_files(os.getpid()) == []
