@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.request
 
 import pytest
 
 from tests.e2e.podman import Container, events
-from tests.e2e.test_matrix import _generations, _processes
+from tests.e2e.test_matrix import _can_connect, _free_port, _generations, _processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
 
@@ -150,3 +151,68 @@ def test_jvm_perf_data_file_is_refused_unless_kept(images, containers, volume):
     assert events(second.logs(), "restore.done"), second.logs()[-3000:]
     before, after = _jvm_lines(first)[-1], _jvm_lines(second)[0]
     assert after["size"] >= before["size"] > 0, (before, after)
+
+
+NODE = ["node", "/opt/matrix/kv-server.js"]
+# Denies io_uring_setup to node, which libuv then does without (images/matrix/no-io-uring.py).
+NO_IO_URING = ["python3", "/opt/matrix/no-io-uring.py"]
+
+
+def _state(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _put(port: int, key: str, value: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/kv/{key}", data=value.encode(),
+                                 method="PUT")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+        return json.load(resp)
+
+
+def test_node_http_server_state_answers_after_each_migration(images, containers, volume):
+    """With io_uring denied to it, a Node.js server's in-memory map, request counter and timer
+    answer after every migration exactly as they were before it, from the same process."""
+    port = _free_port()
+    seen: dict = {}
+
+    def check(c: Container, generation: int) -> None:
+        c.wait_for(lambda _: _can_connect(port), what="node listening")
+        state = _state(port)
+        if generation == 0:
+            assert state["values"] == {} and state["requests"] == 1, state
+        else:
+            assert state["pid"] == seen["pid"], "node was restarted, not restored"
+            assert state["values"] == seen["values"], f"generation {generation}: {state}"
+            assert state["requests"] == seen["requests"] + 1, (seen, state)
+            assert state["ticks"] >= seen["ticks"], (seen, state)
+        assert _put(port, f"k{generation}", f"value {generation}") == {"stored": generation + 1}
+        seen.update(_state(port))
+        assert seen["values"][f"k{generation}"] == f"value {generation}", seen
+
+    _generations(images, containers, volume, "node", [*NO_IO_URING, *NODE], check,
+                 env={"PORT": str(port)})
+    assert seen["values"] == {f"k{g}": f"value {g}" for g in range(4)}, seen
+
+
+@pytest.mark.parametrize("env", [{}, {"UV_USE_IO_URING": "0"}],
+                         ids=["default", "UV_USE_IO_URING=0"])
+def test_node_io_uring_is_refused_cleanly(images, containers, volume, env):
+    """libuv 1.49+ makes an io_uring for every event loop whenever the kernel allows it (here,
+    in a privileged container), UV_USE_IO_URING=0 or not, and CRIU cannot dump one: crikpy
+    refuses the checkpoint, naming the process and the fixes, and node gets its SIGTERM."""
+    port = _free_port()
+    c = containers(images["matrix"], volume=volume, command=NODE,
+                   env={"CRIKPY_NAME": "node", "PORT": str(port), **env})
+    c.wait_for(lambda _: _can_connect(port), what="node listening")
+    assert _put(port, "k", "v") == {"stored": 1}
+    assert c.stop() == 143, "node did not get its SIGTERM"
+    logs = c.logs()
+    failed = events(logs, "checkpoint.failed")
+    assert len(failed) == 1 and re.match(
+        r"process \d+ \(node\) has an io_uring instance, which CRIU cannot dump\. Deny io_uring "
+        r"to the workload: a seccomp filter", failed[0]["error"]), failed
+    assert "UV_USE_IO_URING=0 does not stop that" in failed[0]["error"], failed
+    assert [e["signal"] for e in events(logs, "signal.forwarded")] == ["SIGTERM"]
+    assert not events(logs, "checkpoint.committed")
