@@ -71,10 +71,12 @@ class Migrator:
                             "`podman run -t`, no `tty: true`) to checkpoint it")
         ipc = procs.sysv_ipc_objects(pid)
         if ipc:
-            raise CriuError(f"the workload uses SysV IPC ({', '.join(ipc[:3])}), which CRIU "
-                            "carries only in an IPC namespace of the workload's own, not in the "
-                            "container's that crikpy shares: it would be gone after a restore, so "
-                            "crikpy cannot checkpoint this workload (no setting changes that)")
+            raise CriuError(f"the workload uses SysV IPC ({', '.join(ipc[:3])}) in the "
+                            "container's IPC namespace, which it shares with crikpy; CRIU "
+                            "carries SysV IPC only in an IPC namespace of the workload's own, so "
+                            "it would be gone after a restore. crikpy gives the workload one "
+                            "when it starts it with CAP_SYS_ADMIN (a privileged container); "
+                            "`workload.ipc_shared` at its start says why it did not")
         strangers = procs.other_users(pid) if procs.lacks_sys_resource() else []
         if strangers:
             raise CriuError(f"{strangers[0]}, not crikpy's uid {os.getuid()} gid {os.getgid()}: "

@@ -82,6 +82,51 @@ def unblock_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
+CLONE_NEWIPC = 0x08000000
+# The sysctls an IPC namespace has of its own. A pod's sysctls (kernel.shmmax, fs.mqueue.msg_max,
+# ...) are set in the pod's namespace; a new one starts from the kernel's defaults.
+IPC_SYSCTLS = ("kernel/shmmax", "kernel/shmall", "kernel/shmmni", "kernel/shm_rmid_forced",
+               "kernel/msgmax", "kernel/msgmnb", "kernel/msgmni", "kernel/sem",
+               "fs/mqueue/queues_max", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max",
+               "fs/mqueue/msg_default", "fs/mqueue/msgsize_default")
+
+
+def ipc_sysctls() -> dict[str, str]:
+    """This IPC namespace's sysctls, for `enter_new_ipc_namespace` to carry over."""
+    values = {}
+    for name in IPC_SYSCTLS:
+        try:
+            values[name] = Path(f"/proc/sys/{name}").read_text()
+        except OSError:
+            pass  # an older kernel without it
+    return values
+
+
+def enter_new_ipc_namespace(sysctls: dict[str, str]) -> tuple[bool, list[str]]:
+    """For a child between fork and exec: move into a new IPC namespace, with the `sysctls` of
+    the one it leaves (from `ipc_sysctls`, read before the fork). Returns (entered, problems).
+
+    CRIU carries SysV IPC only with an IPC namespace of the tree's own, one that CRIU (started
+    by crikpy, in crikpy's) does not share. Needs CAP_SYS_ADMIN.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWIPC) != 0:
+        return False, [f"unshare(CLONE_NEWIPC) failed: {os.strerror(ctypes.get_errno())}"]
+    problems = []
+    for name, value in sysctls.items():
+        path = f"/proc/sys/{name}"
+        try:
+            with open(path) as f:
+                if f.read() == value:
+                    continue
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            problems.append(f"{name.replace('/', '.')} stays at the kernel's default, not "
+                            f"{' '.join(value.split())}: {e.strerror}")
+    return True, problems
+
+
 def close_inherited_fds() -> None:
     """Mark every fd above 2 close-on-exec, so children start without strays from our parent.
 

@@ -58,7 +58,8 @@ def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
+          own_ipc: bool = False) -> int:
     """Start the workload in its own session, as tini would; returns its PID.
 
     Its own session keeps its process group apart from crikpy's, which a restore needs (CRIU
@@ -68,28 +69,48 @@ def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     exec rather than subprocess: the supervisor reaps with waitpid(-1), and no Popen object must
     wait on the same child. Raises FileNotFoundError / PermissionError when the command cannot
     be run.
+
+    With `own_ipc`, the workload gets an IPC namespace of its own, with the container's IPC
+    sysctls, so that CRIU checkpoints its SysV IPC with it. Where it cannot (crikpy lacks
+    CAP_SYS_ADMIN), it starts in crikpy's, and `workload.ipc_shared` says why.
     """
     procs.close_inherited_fds()
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)  # the exec's errno, if it fails
+    sysctls = procs.ipc_sysctls() if own_ipc else {}
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)  # what the child reports: "<kind> <detail>\n"
     pid = os.fork()
     if pid == 0:  # the child: nothing here may raise past os._exit
         try:
             os.close(report_r)
             os.setsid()
+            if own_ipc:
+                entered, problems = procs.enter_new_ipc_namespace(sysctls)
+                for problem in problems:
+                    os.write(report_w, f"{'sysctl' if entered else 'shared'} {problem}\n".encode())
             procs.default_all_signals()
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             os.execvpe(argv[0], list(argv), dict(os.environ if env is None else env))
         except OSError as e:
-            os.write(report_w, str(e.errno).encode())
+            os.write(report_w, f"exec {e.errno}\n".encode())
         finally:
             os._exit(127)
     os.close(report_w)
     with os.fdopen(report_r, "rb") as report:
-        failed = report.read()
-    if failed:
+        reported = report.read().decode().splitlines()  # EOF: the exec closed the pipe
+    failed = None
+    for line in reported:
+        kind, _, detail = line.partition(" ")
+        if kind == "exec":
+            failed = int(detail)
+        elif kind == "shared":
+            log.get().info("workload.ipc_shared", reason=detail,
+                           consequence="the workload shares crikpy's IPC namespace: a checkpoint "
+                                       "is refused while it holds SysV IPC objects; crikpy needs "
+                                       "CAP_SYS_ADMIN to give it one of its own")
+        else:
+            log.get().warning("workload.ipc_sysctl_not_copied", problem=detail)
+    if failed is not None:
         os.waitpid(pid, 0)
-        code = int(failed)
-        raise OSError(code, f"{os.strerror(code)}: {argv[0]}")
+        raise OSError(failed, f"{os.strerror(failed)}: {argv[0]}")
     return pid
 
 

@@ -57,7 +57,7 @@ def test_item1_and_7_awkward_additional_paths_commit_and_round_trip(images, cont
                                     "/nowhere", "kept"]
 
 
-def test_item2_workload_has_default_signal_dispositions_in_every_generation(
+def test_item2_workload_has_default_signals_and_its_own_ipc_namespace_in_every_generation(
         images, containers, volume):
     # A shell counter: Python would ignore SIGPIPE itself, hiding what it inherited.
     loop = 'i=0; while :; do echo "count $i pid $$"; i=$((i+1)); sleep 0.2; done'
@@ -69,6 +69,9 @@ def test_item2_workload_has_default_signal_dispositions_in_every_generation(
         fields = dict(line.split(":\t") for line in status.strip().splitlines())
         assert fields == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}, \
             f"generation {generation}: {fields}"
+        workload_ipc, crikpy_ipc = c.exec("readlink", f"/proc/{_workload_pid(c)}/ns/ipc",
+                                          "/proc/1/ns/ipc").split()
+        assert workload_ipc != crikpy_ipc, f"generation {generation}: in crikpy's IPC namespace"
         assert bool(events(c.logs(), "restore.done")) == bool(generation)
         assert c.stop() == 0
 

@@ -183,39 +183,45 @@ def test_threads_each_carry_on(images, containers, volume):
         assert len(tids) == 1, f"thread {k} was replaced by another thread: {tids}"
 
 
-@pytest.mark.parametrize("shm, objects", [("1", ["shared memory segment", "semaphore set"]),
-                                          ("0", ["semaphore set"])],
-                         ids=["shm-and-semaphore", "semaphore-only"])
-def test_sysv_ipc_is_refused_cleanly(images, containers, volume, shm, objects):
-    """SysV IPC lives in the container's IPC namespace, which CRIU does not carry (only a
-    namespace of the tree's own): crikpy refuses the checkpoint, and the workload gets its
-    SIGTERM. Without the refusal a semaphore-only program was checkpointed and restored with its
-    semaphore gone (semop: EINVAL); a program with an attached segment failed deep in CRIU."""
-    env = {"CRIKPY_NAME": "sysv", "SYSV_SHM": shm}
-    c = containers(images["matrix"], volume=volume, command=["python3", "/opt/matrix/sysv.py"],
-                   env=env)
-    c.wait_for(lambda _: len(c.lines("sysv ")) >= 6, what="the workload working")
-    assert c.stop() == 143, "the workload did not get its SIGTERM"
-    logs = c.logs()
-    lines = [ln for ln in c.lines("sysv ") if "total=" in ln]
-    assert lines and all(ln.endswith(" ok") for ln in lines), lines
-    failed = events(logs, "checkpoint.failed")
-    assert len(failed) == 1 and "uses SysV IPC" in failed[0]["error"], failed
-    for what in objects:
-        assert what in failed[0]["error"], failed
-    assert [e["signal"] for e in events(logs, "signal.forwarded")] == ["SIGTERM"]
-    assert not events(logs, "checkpoint.committed")
-
-    cold = containers(images["matrix"], volume=volume, command=["python3", "/opt/matrix/sysv.py"],
-                      env=env)
-    cold.wait_for(lambda _: cold.lines("sysv "), what="a cold start")
-    assert events(cold.logs(), "restore.skipped") and not events(cold.logs(), "restore.started")
+def _own_ipc_namespace(c: Container, pids: list[int]) -> bool:
+    """Whether `pids` share one IPC namespace, and it is not crikpy's (PID 1's)."""
+    links = c.exec("readlink", "/proc/1/ns/ipc", *(f"/proc/{p}/ns/ipc" for p in pids)).split()
+    return len(links) == len(pids) + 1 and len(set(links[1:])) == 1 and links[1] != links[0]
 
 
-def test_postgresql_is_refused_cleanly_for_its_sysv_segment(images, containers, volume):
-    """PostgreSQL keeps a small SysV shared memory segment (its interlock) whatever
-    shared_memory_type says, so crikpy refuses it: the postmaster gets its SIGTERM and shuts
-    down cleanly (a smart shutdown, exit 0), and no checkpoint is committed."""
+@pytest.mark.parametrize("shm, processes", [("1", 2), ("0", 1)],
+                         ids=["shm-semaphore-and-queue", "semaphore-only"])
+def test_sysv_ipc_carries_on(images, containers, volume, shm, processes):
+    """crikpy starts the workload in an IPC namespace of its own, which CRIU dumps and restores
+    with the workload: the segment's counter, the semaphore guarding it and the message queue
+    carry on. (In the container's namespace, shared with crikpy, CRIU would leave them behind:
+    test_sysv_ipc_in_the_shared_namespace_is_refused.)"""
+    def check(c: Container, generation: int) -> None:
+        c.wait_for(lambda _: len(c.lines("sysv ")) >= 6, what="the workload working")
+        pids = sorted(p for p, cmd in _processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
+        assert len(pids) == processes, _processes(c)
+        assert _own_ipc_namespace(c, pids), f"generation {generation}: not in an own IPC namespace"
+
+    gens = _generations(images, containers, volume, "sysv", ["python3", "/opt/matrix/sysv.py"],
+                        check, env={"SYSV_SHM": shm})
+    assert [len(c.lines("sysv shmid=")) for c in gens] == [1] + [0] * MIGRATIONS, \
+        "the workload started again instead of being restored"
+    turns = [[ln for ln in c.lines("sysv ") if " total=" in ln] for c in gens]
+    assert all(turns) and all(ln.endswith(" ok") for t in turns for ln in t), \
+        [ln for t in turns for ln in t if not ln.endswith(" ok")]
+    # A turn frozen between its semop and its print is printed by the next container: the
+    # totals, taken under the semaphore, are every number once, whichever container printed them.
+    totals = sorted(int(ln.split()[2].removeprefix("total=")) for t in turns for ln in t)
+    assert totals == list(range(1, len(totals) + 1)), \
+        f"the counter restarted or skipped: firsts {[t[0] for t in turns]}"
+
+
+def test_postgresql_is_refused_cleanly_without_cap_sys_resource(images, containers, volume):
+    """PostgreSQL runs as the postgres user. Without CAP_SYS_RESOURCE (missing on the test
+    machines, even in a privileged container) CRIU cannot read its rlimits ("Can't get rlimit 0:
+    Operation not permitted"), so crikpy refuses it: the postmaster gets its SIGTERM and shuts
+    down cleanly (a smart shutdown, exit 0), and no checkpoint is committed. Its SysV segment
+    (the interlock) is in the workload's own IPC namespace, and so no longer refused."""
     port = str(_free_port())
     env = {"CRIKPY_NAME": "postgres", "PORT": port}
 
@@ -224,7 +230,12 @@ def test_postgresql_is_refused_cleanly_for_its_sysv_segment(images, containers, 
 
     c = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/postgres.sh"],
                    env=env)
+    cap_eff = int(re.search(r"CapEff:\s+(\w+)", c.exec("cat", "/proc/1/status")).group(1), 16)
+    assert not cap_eff >> 24 & 1, ("this machine grants CAP_SYS_RESOURCE: PostgreSQL may "
+                                   "migrate here; test that instead")
     c.wait_for(lambda text: "ready to accept connections" in text, what="postgres ready")
+    postmaster = [p for p, cmd in _processes(c).items() if "/bin/postgres -D" in cmd]
+    assert len(postmaster) == 1 and _own_ipc_namespace(c, postmaster), _processes(c)
     psql(c, "CREATE TABLE kept (n int); CREATE UNLOGGED TABLE scratch (n int);"
             "INSERT INTO kept SELECT generate_series(1, 100);"
             "INSERT INTO scratch SELECT generate_series(1, 50);")
@@ -233,7 +244,10 @@ def test_postgresql_is_refused_cleanly_for_its_sysv_segment(images, containers, 
     assert c.stop() == 0, c.logs()[-3000:]
     logs = c.logs()
     failed = events(logs, "checkpoint.failed")
-    assert len(failed) == 1 and "uses SysV IPC (shared memory segment" in failed[0]["error"], failed
+    assert len(failed) == 1, failed
+    assert re.match(rf"process {postmaster[0]} \(postgres\) runs as uid \d+ gid \d+, not crikpy's "
+                    r"uid 0 gid 0: CRIU cannot dump a process of another user without "
+                    r"CAP_SYS_RESOURCE", failed[0]["error"]), failed
     assert [e["signal"] for e in events(logs, "signal.forwarded")] == ["SIGTERM"]
     assert "received smart shutdown request" in logs and "database system is shut down" in logs
     assert not events(logs, "checkpoint.committed")

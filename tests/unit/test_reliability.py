@@ -153,7 +153,7 @@ def test_item1_nested_dangling_and_special_additional_paths_pack_without_raising
     assert sorted(Path(p).name for p in skipped) == ["fifo", "sock"]
 
 
-# 2. The workload starts as under tini: default dispositions, empty mask
+# 2. The workload starts as under tini: default dispositions, empty mask; its own IPC namespace
 
 def test_item2_workload_starts_with_default_signal_dispositions_and_empty_mask(tmp_path):
     run = Run(tmp_path, "sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; "
@@ -162,6 +162,49 @@ def test_item2_workload_starts_with_default_signal_dispositions_and_empty_mask(t
     fields = dict(line.split(":\t") for line in out.strip().splitlines())
     assert fields == {"SigIgn": "0000000000000000", "SigBlk": "0000000000000000"}, fields
     assert "Broken pipe" not in run.stderr
+    assert code == 0
+
+
+# The workload prints its IPC namespace, crikpy's (its parent's) and one of the namespace's sysctls.
+IPC_REPORT = ("sh", "-c", "readlink /proc/self/ns/ipc /proc/$PPID/ns/ipc; "
+                          "cat /proc/sys/kernel/msgmnb")
+# crikpy in an IPC namespace whose kernel.msgmnb is not the kernel's default (16384), as a pod's
+# sysctls would set it; then whatever `then` does before it execs crikpy.
+def _ipc_namespace_with_msgmnb(then: str = "") -> list[str]:
+    return ["unshare", "--ipc", "--mount", "--propagation", "private", "sh", "-c",
+            f'echo 12345 > /proc/sys/kernel/msgmnb && {then} exec "$@"', "sh"]
+
+
+def test_item2_workload_has_an_ipc_namespace_of_its_own_with_the_containers_ipc_sysctls(tmp_path):
+    run = Run(tmp_path, *IPC_REPORT, wrap=_ipc_namespace_with_msgmnb())
+    code, out = run.finish()
+    own, crikpys, msgmnb = out.split()
+    assert own != crikpys and msgmnb == "12345", out
+    assert not run.event("workload.ipc_shared") and not run.event("workload.ipc_sysctl_not_copied")
+    assert code == 0
+
+
+def test_item2_a_sysctl_that_cannot_be_copied_is_named(tmp_path):
+    run = Run(tmp_path, *IPC_REPORT,
+              wrap=_ipc_namespace_with_msgmnb("mount -o bind,ro /proc/sys /proc/sys &&"))
+    code, out = run.finish()
+    own, crikpys, msgmnb = out.split()
+    assert own != crikpys and msgmnb == "16384", out
+    assert [e["problem"] for e in run.event("workload.ipc_sysctl_not_copied")] == [
+        "kernel.msgmnb stays at the kernel's default, not 12345: Read-only file system"]
+    assert code == 0
+
+
+def test_item2_without_cap_sys_admin_the_workload_shares_crikpys_ipc_namespace(tmp_path):
+    run = Run(tmp_path, *IPC_REPORT, wrap=["setpriv", "--inh-caps=-sys_admin",
+                                           "--bounding-set=-sys_admin"])
+    code, out = run.finish()
+    own, crikpys, _ = out.split()
+    assert own == crikpys, out
+    shared = run.event("workload.ipc_shared")
+    assert [e["reason"] for e in shared] == [
+        "unshare(CLONE_NEWIPC) failed: Operation not permitted"], run.stderr
+    assert "CAP_SYS_ADMIN" in shared[0]["consequence"]
     assert code == 0
 
 

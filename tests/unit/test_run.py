@@ -34,10 +34,11 @@ while True:
 
 
 class Run:
-    def __init__(self, tmp_path: Path, *command: str, name: str = "app", extra=()):
+    def __init__(self, tmp_path: Path, *command: str, name: str = "app", extra=(), wrap=()):
+        """`wrap`: a command that runs crikpy (`unshare ...`, `setpriv ...`), as a container would."""
         self.store = tmp_path / "store"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crikpy", "run", "--store", f"file://{self.store}",
+            [*wrap, sys.executable, "-m", "crikpy", "run", "--store", f"file://{self.store}",
              "--name", name, "--work-dir", str(tmp_path / "work"), "--pid-floor", "0",
              *extra, "--", *command],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
