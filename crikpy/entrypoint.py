@@ -77,7 +77,8 @@ def run(settings: Settings, command: Sequence[str]) -> int:
                                "use `crikpy run -- COMMAND [ARGS...]`")
         _raise_pid_floor(settings)
         try:
-            pid = supervisor.spawn(command, workload_environment(), own_ipc=True)
+            pid = supervisor.spawn(command, workload_environment(),
+                                   own_ipc=settings.ipc_namespace == "own")
         except OSError as e:
             _log.error("workload.not_started", command=command, error=e.strerror)
             return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE

@@ -71,12 +71,15 @@ class Migrator:
                             "`podman run -t`, no `tty: true`) to checkpoint it")
         ipc = procs.sysv_ipc_objects(pid)
         if ipc:
+            fix = ("set ipcNamespace: own (--ipc-namespace own) to give it one, unless it shares "
+                   "SysV IPC with another container of the pod"
+                   if self.settings.ipc_namespace == "shared" else
+                   "crikpy gives it one when it starts it with CAP_SYS_ADMIN (a privileged "
+                   "container); `workload.ipc_shared` at its start says why it did not")
             raise CriuError(f"the workload uses SysV IPC ({', '.join(ipc[:3])}) in the "
                             "container's IPC namespace, which it shares with crikpy; CRIU "
                             "carries SysV IPC only in an IPC namespace of the workload's own, so "
-                            "it would be gone after a restore. crikpy gives the workload one "
-                            "when it starts it with CAP_SYS_ADMIN (a privileged container); "
-                            "`workload.ipc_shared` at its start says why it did not")
+                            f"it would be gone after a restore: {fix}")
         strangers = procs.other_users(pid) if procs.lacks_sys_resource() else []
         if strangers:
             raise CriuError(f"{strangers[0]}, not crikpy's uid {os.getuid()} gid {os.getgid()}: "

@@ -20,8 +20,9 @@ import yaml
 
 from crikpy.errors import ConfigError
 from crikpy.settings_table import (AFTER_FAILED_CHECKPOINT, CHECKPOINT_ON, COMPRESSION,
-                                   CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH, LOG_LEVELS,
-                                   NODE_STATE_SOURCES, RESTORE_FAILURE_POLICIES, SETTINGS, default)
+                                   CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH, IPC_NAMESPACES,
+                                   LOG_LEVELS, NODE_STATE_SOURCES, RESTORE_FAILURE_POLICIES,
+                                   SETTINGS, default)
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
@@ -41,6 +42,7 @@ class Settings:
     keep_checkpoints: int = default("keep_checkpoints")
     work_dir: Path = default("work_dir")
     pid_floor: int = default("pid_floor")
+    ipc_namespace: str = default("ipc_namespace")
     additional_paths: tuple[str, ...] = default("additional_paths")
     inotify_incompatible_paths: tuple[str, ...] = default("inotify_incompatible_paths")
     node_state_server_url: str | None = default("node_state_server_url")
@@ -339,6 +341,9 @@ def validate(s: Settings) -> None:
     if s.after_failed_checkpoint not in AFTER_FAILED_CHECKPOINT:
         raise ConfigError(f"after-failed-checkpoint '{s.after_failed_checkpoint}' is not one of "
                           f"{', '.join(AFTER_FAILED_CHECKPOINT)}")
+    if s.ipc_namespace not in IPC_NAMESPACES:
+        raise ConfigError(f"ipc-namespace '{s.ipc_namespace}' is not one of "
+                          f"{', '.join(IPC_NAMESPACES)}")
     if s.compression not in COMPRESSION:
         raise ConfigError(f"compression '{s.compression}' is not one of {', '.join(COMPRESSION)}")
     if not 1 <= s.restore_attempts <= 100:

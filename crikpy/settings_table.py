@@ -24,6 +24,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 AFTER_FAILED_CHECKPOINT = ("clear", "keep")
 COMPRESSION = ("zstd", "none")
 S3_SSE = ("AES256", "aws:kms")
+IPC_NAMESPACES = ("own", "shared")
 
 # How a value is read, from a flag, a variable or the config file (settings.py converts each).
 # text: a string; path: a string that becomes a Path; seconds: a number; duration: `90s`, `10m`,
@@ -135,6 +136,14 @@ SETTINGS: tuple[Setting, ...] = (
             config_key="pidFloor", kind="int", run_only=True,
             help="Workload PIDs start above this, so restores never collide with crikpy's own "
                  "(0: leave ns_last_pid alone)"),
+    Setting("ipc_namespace", "own", flag="--ipc-namespace", env="CRIKPY_IPC_NAMESPACE",
+            config_key="ipcNamespace", choices=IPC_NAMESPACES, run_only=True,
+            help="The IPC namespace a cold start gives the workload (a restore brings back the "
+                 "checkpoint's). own: one of its own, which CRIU checkpoints with its SysV "
+                 "shared memory, semaphores and message queues (needs CAP_SYS_ADMIN). shared: "
+                 "the container's (in Kubernetes, the pod's), for a workload that talks SysV IPC "
+                 "to another container; a checkpoint is then refused while the workload holds "
+                 "SysV IPC objects"),
     Setting("additional_paths", (), flag="--additional-path", metavar="PATH",
             env="CRIKPY_ADDITIONAL_PATHS", config_key="additionalPaths", kind="paths",
             run_only=True,

@@ -216,6 +216,40 @@ def test_sysv_ipc_carries_on(images, containers, volume, shm, processes):
         f"the counter restarted or skipped: firsts {[t[0] for t in turns]}"
 
 
+@pytest.mark.parametrize("shm, objects", [("1", ["shared memory segment", "semaphore set",
+                                                 "message queue"]),
+                                          ("0", ["semaphore set"])],
+                         ids=["shm-semaphore-and-queue", "semaphore-only"])
+def test_sysv_ipc_in_the_shared_namespace_is_refused(images, containers, volume, shm, objects):
+    """With ipcNamespace: shared (for a workload that talks SysV IPC to another container of
+    the pod) the workload's SysV objects are in the container's IPC namespace, which CRIU does
+    not carry: crikpy refuses the checkpoint, names the setting, and the workload gets its
+    SIGTERM. Without the refusal a semaphore-only program was checkpointed and restored with
+    its semaphore gone (semop: EINVAL); a program with an attached segment failed deep in CRIU."""
+    env = {"CRIKPY_NAME": "sysv", "SYSV_SHM": shm, "CRIKPY_IPC_NAMESPACE": "shared"}
+    c = containers(images["matrix"], volume=volume, command=["python3", "/opt/matrix/sysv.py"],
+                   env=env)
+    c.wait_for(lambda _: len(c.lines("sysv ")) >= 6, what="the workload working")
+    root = min(p for p, cmd in _processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
+    assert not _own_ipc_namespace(c, [root]), "not in the container's IPC namespace"
+    assert c.stop() == 143, "the workload did not get its SIGTERM"
+    logs = c.logs()
+    lines = [ln for ln in c.lines("sysv ") if "total=" in ln]
+    assert lines and all(ln.endswith(" ok") for ln in lines), lines
+    failed = events(logs, "checkpoint.failed")
+    assert len(failed) == 1 and "uses SysV IPC" in failed[0]["error"], failed
+    assert "ipcNamespace: own" in failed[0]["error"], failed
+    for what in objects:
+        assert what in failed[0]["error"], failed
+    assert [e["signal"] for e in events(logs, "signal.forwarded")] == ["SIGTERM"]
+    assert not events(logs, "checkpoint.committed")
+
+    cold = containers(images["matrix"], volume=volume, command=["python3", "/opt/matrix/sysv.py"],
+                      env=env)
+    cold.wait_for(lambda _: cold.lines("sysv "), what="a cold start")
+    assert events(cold.logs(), "restore.skipped") and not events(cold.logs(), "restore.started")
+
+
 def test_postgresql_is_refused_cleanly_without_cap_sys_resource(images, containers, volume):
     """PostgreSQL runs as the postgres user. Without CAP_SYS_RESOURCE (missing on the test
     machines, even in a privileged container) CRIU cannot read its rlimits ("Can't get rlimit 0:

@@ -195,6 +195,15 @@ def test_item2_a_sysctl_that_cannot_be_copied_is_named(tmp_path):
     assert code == 0
 
 
+def test_item2_ipc_namespace_shared_keeps_the_workload_in_crikpys(tmp_path):
+    run = Run(tmp_path, *IPC_REPORT, extra=["--ipc-namespace", "shared"])
+    code, out = run.finish()
+    own, crikpys, _ = out.split()
+    assert own == crikpys, out
+    assert not run.event("workload.ipc_shared")  # as asked: nothing to explain
+    assert code == 0
+
+
 def test_item2_without_cap_sys_admin_the_workload_shares_crikpys_ipc_namespace(tmp_path):
     run = Run(tmp_path, *IPC_REPORT, wrap=["setpriv", "--inh-caps=-sys_admin",
                                            "--bounding-set=-sys_admin"])
