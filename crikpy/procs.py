@@ -196,16 +196,28 @@ def sysv_ipc_objects(root: int) -> list[str]:
 CAP_SYS_RESOURCE = 24
 
 
-def lacks_sys_resource() -> bool:
-    """Whether crikpy (and so CRIU, its child) lacks CAP_SYS_RESOURCE."""
+def status_field(name: str) -> str | None:
+    """The first word of field `name` in crikpy's own /proc/self/status, or None."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("CapEff:"):
-                    return not int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1
+                if line.startswith(name + ":"):
+                    return line.split()[1]
     except OSError:
         pass
-    return False
+    return None
+
+
+def effective_capabilities() -> int | None:
+    """crikpy's effective capability bits (CRIU, its child, gets the same), or None unknown."""
+    caps = status_field("CapEff")
+    return None if caps is None else int(caps, 16)
+
+
+def lacks_sys_resource() -> bool:
+    """Whether crikpy (and so CRIU, its child) lacks CAP_SYS_RESOURCE."""
+    caps = effective_capabilities()
+    return caps is not None and not caps >> CAP_SYS_RESOURCE & 1
 
 
 def other_users(root: int) -> list[str]:

@@ -87,7 +87,7 @@ def privilege_findings() -> list[Finding]:
         found.append(Finding("privileges", PROBLEM, "neither CAP_SYS_ADMIN nor "
                              "CAP_CHECKPOINT_RESTORE is held; run the container privileged, or "
                              "with manifests/components/crikpy's settings"))
-    if _status_field("Seccomp") not in ("0", None):
+    if procs.status_field("Seccomp") not in ("0", None):
         found.append(Finding("seccomp", PROBLEM, "crikpy runs under a seccomp filter, which CRIU "
                              "cannot suspend in the workload without CAP_SYS_ADMIN; set the "
                              "seccomp profile to Unconfined"))
@@ -150,16 +150,5 @@ def soft_dirty_finding(criu_binary: str = "criu") -> Finding:
                    "off on this kernel: every checkpoint copies all memory (no pre-dumps)")
 
 
-def _status_field(name: str) -> str | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(name + ":"):
-                    return line.split()[1]
-    except OSError:
-        pass
-    return None
-
-
 def _effective_caps() -> int:
-    return int(_status_field("CapEff") or "0", 16)
+    return procs.effective_capabilities() or 0
