@@ -93,8 +93,9 @@ class Migrator:
                             "io_uring_setup, or sysctl kernel.io_uring_disabled=2 on the node. "
                             "Node.js (libuv 1.49+) makes one for every event loop whenever the "
                             "kernel allows it; UV_USE_IO_URING=0 does not stop that")
+        kept = self.settings.additional_paths
         perf_data = [p for p in procs.jvm_perf_data_files(pid)
-                     if not _within(p, self.settings.additional_paths)]
+                     if not any(extras.under(p, root) for root in kept)]
         if perf_data:
             raise CriuError(f"the JVM's perf data file {perf_data[0]} is made at run time, so a "
                             "new container lacks it and the restore would fail: run java with "
@@ -264,11 +265,6 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _within(path: str, roots: tuple[str, ...]) -> bool:
-    """Whether `path` is one of `roots` or inside one."""
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def _tree_size(root: Path) -> int:

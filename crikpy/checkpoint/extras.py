@@ -34,7 +34,7 @@ _SAVABLE = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
 _log = log.get()
 
 
-def _under(path: str, root: str) -> bool:
+def under(path: str, root: str) -> bool:
     """`path` is `root` or lies inside it (both absolute, normalised)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -43,7 +43,7 @@ def outermost(paths: Iterable[str]) -> list[str]:
     """Normalised absolute paths with those inside another listed path dropped."""
     kept: list[str] = []
     for p in sorted({normal_path(p) for p in paths}):
-        if not any(_under(p, k) for k in kept):
+        if not any(under(p, k) for k in kept):
             kept.append(p)
     return kept
 
@@ -141,7 +141,7 @@ def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
             members = _confined(tar.getmembers(), roots)
         except (tarfile.TarError, EOFError) as e:
             raise CorruptCheckpoint(f"the additional paths archive cannot be read: {e}") from e
-        present = {root for root in roots if any(_under("/" + m.name, root) for m in members)}
+        present = {root for root in roots if any(under("/" + m.name, root) for m in members)}
         asides: list[_Aside] = []
         put = PutBack(asides)
         try:
@@ -185,7 +185,7 @@ def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.
             raise CorruptCheckpoint(f"the additional paths archive holds {m.name!r} both as a "
                                     "file and as a directory")
         absolute = "/" + m.name
-        if not any(_under(absolute, r) for r in roots):
+        if not any(under(absolute, r) for r in roots):
             _log.warning("additional_path.ignored", path=absolute,
                          reason="not under a path this pod's settings name")
             continue
