@@ -461,11 +461,10 @@ def _each_at_once(fn: Callable[[T], R], items: list[T]) -> list[R]:
                             thread_name_prefix="file") as pool:
         futures = [pool.submit(fn, item) for item in items]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in futures:
-            if future.done() and future.exception() is not None:
-                for other in futures:
-                    other.cancel()
-                raise future.exception()
+        failed = next((f.exception() for f in done if f.exception() is not None), None)
+        if failed is not None:
+            pool.shutdown(cancel_futures=True)  # drop those not begun, wait for those under way
+            raise failed
         return [future.result() for future in futures]
 
 
