@@ -142,19 +142,13 @@ def print_case(r: dict) -> None:
         ("  dump (pages streamed to the store)", f"{c['dump']:.2f} s", ""),
         ("  transfer of the rest", f"{c['transfer']:.2f} s", ""),
         ("  commit (manifest, pointer)", f"{c['commit']:.2f} s", ""),
-        ("  peak memory, crikpy + CRIU", f"{c['peak_rss_mib']:.0f} MiB",
-         by_process(c["peak_rss_by_process_mib"])),
-        ("  peak work-dir disk", f"{c['peak_disk_mib']:.1f} MiB", ""),
-        ("  CPU", f"{c['cpu_seconds_per_gb']:.2f} s per GB", ""),
+        *resource_rows(c, disk_decimals=1),  # the dump's disk is a few MiB
         ("restore, container start to running", f"{s['seconds']:.2f} s",
          f"download_file {s['baseline_download_file']:.2f} s; ratio {s['ratio']:.2f}"),
         ("  crikpy start", f"{s['startup']:.2f} s", ""),
         ("  fetch (download, verify, write)", f"{s['fetch']:.2f} s", ""),
         ("  CRIU restore", f"{s['criu']:.2f} s", ""),
-        ("  peak memory, crikpy + CRIU", f"{s['peak_rss_mib']:.0f} MiB",
-         by_process(s["peak_rss_by_process_mib"])),
-        ("  peak work-dir disk", f"{s['peak_disk_mib']:.0f} MiB", ""),
-        ("  CPU", f"{s['cpu_seconds_per_gb']:.2f} s per GB", ""),
+        *resource_rows(s, disk_decimals=0),
         ("idle memory, crikpy", f"{r['idle_rss_mib']:.0f} MiB", ""),
     ]
     width = max(len(row[0]) for row in rows)
@@ -163,6 +157,16 @@ def print_case(r: dict) -> None:
     for name, ours, theirs in rows:
         print(f"{name:{width}}  {ours:30}  {theirs}")
     sys.stdout.flush()
+
+
+def resource_rows(step: dict, disk_decimals: int) -> list[tuple[str, str, str]]:
+    """The memory, disk and CPU rows of a checkpoint or a restore."""
+    return [
+        ("  peak memory, crikpy + CRIU", f"{step['peak_rss_mib']:.0f} MiB",
+         by_process(step["peak_rss_by_process_mib"])),
+        ("  peak work-dir disk", f"{step['peak_disk_mib']:.{disk_decimals}f} MiB", ""),
+        ("  CPU", f"{step['cpu_seconds_per_gb']:.2f} s per GB", ""),
+    ]
 
 
 def mib_each(parts: dict[str, int]) -> dict[str, float]:
