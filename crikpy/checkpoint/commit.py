@@ -34,8 +34,9 @@ from crikpy.checkpoint import keys as keys_mod
 from crikpy.checkpoint.framed import CODEC, Compressed, Decompressed
 from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.manifest import FileEntry, Manifest, id_age_seconds, is_id
-from crikpy.checkpoint.sealed import (CHUNK, CIPHER, AuthenticationFailed, Binding, OpenedFile,
-                                      SealedFile, is_sealed, open_bytes, seal_bytes)
+from crikpy.checkpoint.sealed import (AuthenticationFailed, Binding, OpenedFile, SealedFile,
+                                      encryption_record, is_sealed, open_bytes, seal_bytes,
+                                      sealing_key_id)
 from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, NewerCheckpoint,
                            StoreError)
@@ -163,6 +164,10 @@ class CheckpointRepository:
         manifest = Manifest.from_json(data, where=f"of checkpoint {ckpt_id}")
         if manifest.id != ckpt_id:
             raise CorruptCheckpoint(f"manifest of checkpoint {ckpt_id} names another id {manifest.id}")
+        if self.keys is not None and manifest.encryption != encryption_record(
+                sealing_key_id(obj.data)):
+            raise AuthenticationFailed(f"authentication failed: the manifest of checkpoint "
+                                       f"{ckpt_id} says it was sealed otherwise than it was")
         return manifest
 
     def clear_latest(self, reason: str, deadline: Deadline | None = None) -> None:
@@ -216,8 +221,7 @@ class CheckpointRepository:
             files.append(FileEntry(upload.rel, digest.size, digest.sha256, upload.codec))
             rels.append(upload.rel)
         files.sort(key=lambda f: f.path)
-        encryption = None if self.keys is None else {
-            "cipher": CIPHER, "key_id": self.keys.sealing_id.hex(), "chunk_bytes": CHUNK}
+        encryption = None if self.keys is None else encryption_record(self.keys.sealing_id)
         manifest = Manifest(id=ckpt_id, files=files, encryption=encryption, **describe)
         self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
                        bytes=manifest.total_bytes, seconds=watch.elapsed(),
@@ -286,6 +290,9 @@ class CheckpointRepository:
         """Download every file and check it against the manifest before anyone reads it."""
         watch = log.Stopwatch()
         progress = log.TransferProgress("download", manifest.total_bytes, id=manifest.id)
+        # The manifest opened under a key: every file must open under that same key.
+        keys = None if self.keys is None else self.keys.only(
+            bytes.fromhex(manifest.encryption["key_id"]))
 
         def download(entry: FileEntry) -> None:
             target = dest / entry.path
@@ -293,9 +300,8 @@ class CheckpointRepository:
             sink = str(target)
             if entry.codec is not None:
                 sink = Decompressed(as_sink(sink), f"checkpoint {manifest.id}: {entry.path}")
-            if self.keys is not None:  # the manifest opened under a key: every file must too
-                sink = OpenedFile(sink, self.keys, self._binding(manifest.id,
-                                                                 f"files/{entry.path}"))
+            if keys is not None:
+                sink = OpenedFile(sink, keys, self._binding(manifest.id, f"files/{entry.path}"))
             try:
                 digest = self.store.get_file(f"{self._ckpt(manifest.id)}/files/{entry.path}",
                                              sink, progress=progress, deadline=deadline)
@@ -381,9 +387,15 @@ class CheckpointRepository:
         return self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json") is not None
 
     def previous_committed(self, before: str) -> str | None:
-        """The newest committed (not quarantined) checkpoint older than `before`."""
-        older = [i.id for i in self.list() if i.status == COMMITTED and i.id < before]
-        return older[-1] if older else None
+        """The newest committed (not quarantined) checkpoint older than `before`.
+
+        Raises ConfigError when that one is sealed under a key this pod does not hold: a start
+        must not pass over a checkpoint it merely cannot read.
+        """
+        older = [i for i in self.list() if i.status in (COMMITTED, ENCRYPTED) and i.id < before]
+        if older and older[-1].status == ENCRYPTED:
+            raise ConfigError(older[-1].reason)
+        return older[-1].id if older else None
 
     def release(self, ckpt_id: str) -> bool:
         """Take a checkpoint out of quarantine; it becomes latest unless a newer one is.

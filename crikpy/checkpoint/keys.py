@@ -42,6 +42,11 @@ class KeyRing:
     def find(self, wanted: bytes) -> bytes | None:
         return next((k for k in self.keys if hmac.compare_digest(key_id(k), wanted)), None)
 
+    def only(self, wanted: bytes) -> "KeyRing":
+        """The ring holding just the key of id `wanted` (none, if this ring lacks it)."""
+        key = self.find(wanted)
+        return KeyRing(() if key is None else (key,))
+
     def __repr__(self) -> str:  # never print a key, even in a traceback
         return f"KeyRing(ids={[key_id(k).hex() for k in self.keys]})"
 

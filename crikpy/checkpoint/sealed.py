@@ -69,6 +69,16 @@ def is_sealed(data: bytes) -> bool:
     return data.startswith(MAGIC)
 
 
+def sealing_key_id(data: bytes) -> bytes:
+    """The id of the key a sealed object's header names."""
+    return data[len(MAGIC):len(MAGIC) + KEY_ID_BYTES]
+
+
+def encryption_record(key: bytes) -> dict:
+    """What a manifest sealed under the key of id `key` says of its sealing."""
+    return {"cipher": CIPHER, "key_id": key.hex(), "chunk_bytes": CHUNK}
+
+
 def _object_cipher(master: bytes, salt: bytes):
     AESGCM, HKDF, hashes, _ = _aead()
     subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
@@ -98,7 +108,7 @@ class _Opener:
         if not header.startswith(MAGIC):
             raise AuthenticationFailed(f"authentication failed: {binding.name} of checkpoint "
                                        f"{binding.checkpoint_id} is not sealed, but a key is set")
-        wanted = header[len(MAGIC):len(MAGIC) + KEY_ID_BYTES]
+        wanted = sealing_key_id(header)
         key = ring.find(wanted) if ring else None
         if key is None:
             held = "no key is set" if ring is None else "the key file does not hold that key"

@@ -7,12 +7,15 @@ every honest checkpoint must restore, including after a key rotation.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
+import types
 
 import pytest
 
+from crikpy import recovery
 from crikpy.checkpoint import keys, sealed
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
@@ -201,3 +204,57 @@ def test_file_store_objects_are_private(tmp_path):
     for path in (tmp_path / "store").rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode)}"
+
+
+def _reseal(tmp_path, m, name, opening, sealing, workload="ns/a"):
+    """Open one object of checkpoint `m` under `opening` and seal it again under `sealing`."""
+    path = _object(tmp_path, m, name)
+    binding = sealed.Binding(workload, m.id, name)
+    path.write_bytes(sealed.seal_bytes(sealed.open_bytes(path.read_bytes(), opening, binding),
+                                       sealing, binding))
+    return path.read_bytes()
+
+
+def test_a_file_sealed_under_a_key_other_than_its_manifests_fails_authentication(store, tmp_path):
+    """Both keys are in the ring (a rotation), and the manifest's sha256 agrees with the file
+    sealed under the other key: the file's key must still be the manifest's."""
+    m = commit(store, tmp_path, key_ring=ring(K1))
+    resealed = _reseal(tmp_path, m, "files/images/pstree.img", ring(K1), ring(K2))
+    manifest = json.loads(sealed.open_bytes(_object(tmp_path, m, "manifest.json").read_bytes(),
+                                            ring(K1), sealed.Binding("ns/a", m.id, "manifest.json")))
+    for f in manifest["files"]:
+        if f["path"] == "images/pstree.img":
+            f["size"], f["sha256"] = len(resealed), hashlib.sha256(resealed).hexdigest()
+    _object(tmp_path, m, "manifest.json").write_bytes(sealed.seal_bytes(
+        json.dumps(manifest).encode(), ring(K1), sealed.Binding("ns/a", m.id, "manifest.json")))
+    with pytest.raises(CorruptCheckpoint, match="authentication failed"):
+        restore(store, tmp_path, key_ring=ring(K1, K2))
+
+
+@pytest.mark.parametrize("field, value", [("key_id", "00" * 8), ("cipher", "none"),
+                                          ("chunk_bytes", 4096)])
+def test_a_manifest_whose_encryption_record_disagrees_with_its_sealing_fails(
+        store, tmp_path, field, value):
+    m = commit(store, tmp_path, key_ring=ring(K1))
+    path, binding = _object(tmp_path, m, "manifest.json"), sealed.Binding("ns/a", m.id, "manifest.json")
+    manifest = json.loads(sealed.open_bytes(path.read_bytes(), ring(K1), binding))
+    manifest["encryption"][field] = value
+    path.write_bytes(sealed.seal_bytes(json.dumps(manifest).encode(), ring(K1), binding))
+    with pytest.raises(CorruptCheckpoint, match="authentication failed"):
+        restore(store, tmp_path, key_ring=ring(K1))
+
+
+class _AuthenticationFails:
+    def restore(self, manifest):
+        raise sealed.AuthenticationFailed("authentication failed: a file was tampered with")
+
+
+def test_the_fallback_never_cold_starts_over_a_checkpoint_it_cannot_read(store, tmp_path):
+    """The latest fails authentication and is quarantined; the one before it is sealed under a
+    key this pod does not hold: a config error naming the setting, not a cold start."""
+    older = commit(store, tmp_path, key_ring=ring(K1))
+    commit(store, tmp_path, key_ring=ring(K2))
+    repo = CheckpointRepository(store, "ns/a", keys=ring(K2))
+    settings = types.SimpleNamespace(on_restore_failure="cold-start", restore_attempts=3)
+    with pytest.raises(ConfigError, match=f"{older.id} is encrypted .*--encryption-key-file"):
+        recovery.restore_latest(settings, repo, _AuthenticationFails())
