@@ -218,8 +218,8 @@ def checkpoints_table(infos, now: datetime.datetime) -> list[str]:
         age = human_age(id_age_seconds(i.id, now)) if is_id(i.id) else "-"
         # A reason may be a multi-line CRIU message: one row stays one line.
         reason = " ".join(i.reason.split()) if i.reason else "-"
-        rows.append((i.id, i.status, age, human_size(i.total_bytes),
-                     "yes" if i.latest else "no", reason))
+        rows.append((log.printable(i.id), i.status, age, human_size(i.total_bytes),
+                     "yes" if i.latest else "no", log.printable(reason)))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]])
             for row in rows]
@@ -279,6 +279,11 @@ def release(config_file, checkpoint_id, **given):
                                               else "; a newer checkpoint stays latest"))
 
 
+def _one_line(error: Exception) -> str:
+    """An error for stderr: one line, no URL credentials, nothing that drives a terminal."""
+    return log.printable(log.scrubbed(" ".join(str(error).split())))
+
+
 def main() -> None:
     log.configure()
     try:
@@ -289,13 +294,13 @@ def main() -> None:
         e.show()
         code = USAGE_EXIT_CODE
     except CrikpyError as e:
-        click.echo(f"crikpy: error: {e}", err=True)
+        click.echo(f"crikpy: error: {_one_line(e)}", err=True)
         code = e.exit_code
     except Exception as e:  # noqa: BLE001  (a bug: one line and the traceback in the log)
         log.get().error("crikpy.internal_error", error=f"{type(e).__name__}: {e}",
                         exc_info=True)
-        click.echo(f"crikpy: internal error: {type(e).__name__}: {e}; this is a bug in crikpy, "
-                   "please report it with the log", err=True)
+        click.echo(f"crikpy: internal error: {type(e).__name__}: {_one_line(e)}; this is a bug "
+                   "in crikpy, please report it with the log", err=True)
         code = INTERNAL_EXIT_CODE
     sys.exit(code or 0)
 

@@ -5,6 +5,7 @@ crikpy logs to stderr so the workload's own stdout stays untouched in `kubectl l
 """
 
 import logging
+import re
 import resource
 import sys
 import threading
@@ -13,9 +14,33 @@ import time
 import structlog
 
 
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@]+@")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def scrubbed(text: str) -> str:
+    """`text` with any credentials in a URL (`http://user:password@host`) masked."""
+    return _URL_CREDENTIALS.sub("***@", text)
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters shown as `\\xNN`. What the store holds
+    (a quarantine reason, a CRIU message naming the checkpoint's files) may come from anyone
+    who can write the store, and must not drive the reader's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _scrub(_logger, _name, event: dict) -> dict:
+    return {k: scrubbed(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+def _printable(_logger, _name, event: dict) -> dict:
+    return {k: printable(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
 def configure(level: str = "info") -> None:
     if sys.stderr.isatty():
-        rendering = [structlog.dev.ConsoleRenderer(colors=False)]
+        rendering = [_printable, structlog.dev.ConsoleRenderer(colors=False)]
     else:  # a traceback becomes a field of its one JSON line, never lines of its own
         rendering = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     structlog.configure(
@@ -23,6 +48,7 @@ def configure(level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _scrub,
             *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

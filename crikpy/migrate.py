@@ -202,7 +202,8 @@ class Migrator:
             self.repo.fetch(manifest, staging, Deadline.never(on_sigterm=ABORT))
             wanted = [p for p in manifest.additional_paths if p in self.settings.additional_paths]
             if (staging / extras.ARCHIVE).exists() and wanted:
-                put_back = extras.put_back(staging / extras.ARCHIVE, wanted)
+                put_back = extras.put_back(staging / extras.ARCHIVE, wanted,
+                                           authenticated=self.repo.keys is not None)
             watch = log.Stopwatch()
             pid = self._restore_images(staging / IMAGES, manifest.stdio)
             if put_back:

@@ -125,11 +125,13 @@ class PutBack:
                 os.rename(a.moved_to, a.path)
 
 
-def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
+def put_back(archive: Path, configured: Iterable[str], *, authenticated: bool) -> PutBack:
     """Put back the members of `archive` that lie under `configured` paths, old files set aside.
 
-    Raises CorruptCheckpoint for a member that is not a plain relative path, or that would be
-    written through a symlink the archive itself holds.
+    An archive that is not `authenticated` (no key is set) may come from anyone who can write
+    the store, so its set-user-id and set-group-id bits are dropped. Raises CorruptCheckpoint
+    for a member that is not a plain relative path, or that would be written through a symlink
+    the archive itself holds.
     """
     roots = outermost(configured)
     try:
@@ -141,6 +143,8 @@ def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
             members = _confined(tar.getmembers(), roots)
         except (tarfile.TarError, EOFError) as e:
             raise CorruptCheckpoint(f"the additional paths archive cannot be read: {e}") from e
+        if not authenticated:
+            _drop_set_id_bits(members)
         present = {root for root in roots if any(under("/" + m.name, root) for m in members)}
         asides: list[_Aside] = []
         put = PutBack(asides)
@@ -156,6 +160,16 @@ def put_back(archive: Path, configured: Iterable[str]) -> PutBack:
             raise
     _log.info("additional_paths.restored", paths=sorted(present), entries=len(members))
     return put
+
+
+def _drop_set_id_bits(members: list[tarfile.TarInfo]) -> None:
+    dropped = [m for m in members if m.mode & (stat.S_ISUID | stat.S_ISGID)]
+    for m in dropped:
+        m.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+    if dropped:
+        _log.warning("additional_path.set_id_dropped", paths=["/" + m.name for m in dropped],
+                     reason="the checkpoint is not sealed, so anyone who can write the store "
+                            "could have set them; set --encryption-key-file to keep them")
 
 
 def _confined(members: list[tarfile.TarInfo], roots: list[str]) -> list[tarfile.TarInfo]:

@@ -2,7 +2,8 @@
 
 Objects (0600, in directories made 0700: a checkpoint is the workload's whole memory) are
 written to a temporary name, fsynced and renamed, so a reader sees whole objects or none;
-temporary files of a writer killed mid-write are swept later. Conditional writes hold an flock
+temporary files of a writer killed mid-write are swept later. A store holds no symbolic links,
+and crikpy refuses to go through one planted there. Conditional writes hold an flock
 on `.lock` at the store root, which every pod sharing the volume takes the same way; the wait
 for it, like every copy (chunk by chunk), is bounded by the caller's deadline.
 """
@@ -34,10 +35,19 @@ class FileStore:
         self.url = f"file://{self.root}"
 
     def _path(self, key: str) -> Path:
+        """Where `key` lives. A store holds no symbolic links: whoever can write the volume
+        must not make crikpy (root) read, write or delete through one, outside the store."""
         parts = key.split("/")
         if not key or any(p in ("", ".", "..") for p in parts):
             raise StoreError(f"bad store key '{key}'")
-        return self.root.joinpath(*parts)
+        path = self.root
+        for part in parts:
+            path = path / part
+            if path.is_symlink():
+                raise StoreError(f"store {self.url} holds a symbolic link at "
+                                 f"'{path.relative_to(self.root)}', which crikpy never follows; "
+                                 "remove it (crikpy writes none)")
+        return path
 
     @contextlib.contextmanager
     def _writing(self, key: str):
@@ -83,7 +93,7 @@ class FileStore:
     def _locked(self, deadline: Deadline | None):
         try:
             private_dirs(self.root)
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as e:
             raise StoreError(f"store {self.url} is not writable: {e.strerror}") from e
         try:

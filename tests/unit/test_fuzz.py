@@ -686,7 +686,7 @@ def run_put_back(sandbox, before: str, write_archive) -> None:
         entries_before = sorted(os.listdir(ex))
         outside_before, data_before = snapshot(outside), snapshot(data)
 
-        result = crikpy_result(extras.put_back, archive, [str(data)])
+        result = crikpy_result(extras.put_back, archive, [str(data)], authenticated=False)
         event(type(result).__name__)  # see the mix with --hypothesis-show-statistics
 
         if isinstance(result, CrikpyError):  # docs/format.md §4: then nothing is extracted

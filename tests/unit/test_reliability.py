@@ -525,7 +525,7 @@ def test_item7_additional_paths_round_trip_dirs_symlinks_modes_owners_mtimes(tmp
 
     import shutil
     shutil.rmtree(src)
-    put = extras.put_back(archive, [str(src)])
+    put = extras.put_back(archive, [str(src)], authenticated=False)
     put.keep()
     assert (src / "empty").is_dir()
     st = os.stat(src / "sub" / "file")
@@ -547,7 +547,7 @@ def test_item7_failed_restore_undoes_the_put_back_files(tmp_path):
     extras.pack([str(data)], archive)
     (data / "journal").write_text("this pod's own\n")
     (data / "new").write_text("only here\n")
-    put = extras.put_back(archive, [str(data)])
+    put = extras.put_back(archive, [str(data)], authenticated=False)
     assert (data / "journal").read_text() == "checkpoint's\n"
     assert not (data / "new").exists()
     put.undo()
@@ -567,7 +567,7 @@ def test_item7_only_configured_paths_are_put_back(tmp_path):
     extras.pack([str(a), str(b)], archive)
     a.unlink()
     b.unlink()
-    extras.put_back(archive, [str(a)]).keep()
+    extras.put_back(archive, [str(a)], authenticated=False).keep()
     assert a.read_text() == "a" and not b.exists()
 
 
@@ -746,7 +746,7 @@ def test_item7_a_hostile_archive_writes_nothing_outside_the_configured_paths(tmp
     _hostile_archive(archive, [(k, n.format(**fill), d.format(**fill) if isinstance(d, str) else d)
                                for k, n, d in members])
     try:
-        extras.put_back(archive, [str(data)]).keep()
+        extras.put_back(archive, [str(data)], authenticated=False).keep()
     except CorruptCheckpoint:
         pass
     assert (outside / "victim").read_text() == "intact"
