@@ -58,9 +58,9 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         return _supervise(settings, repo, Migrator(settings, repo), pid, command, events)
     repo = open_repository(settings)
     migrator = Migrator(settings, repo)
+    shown = _shown_command(settings)
     _log.info("crikpy.started", version=__version__, store=settings.store,
-              workload=settings.workload_key,
-              command=None if settings.redact_command or not command else command)
+              workload=settings.workload_key, command=shown(command) if command else None)
     _warn_about_secrets(settings, repo)
     pid, restored_command = recovery.restore_latest(settings, repo, migrator, events)
     if pid is not None:
@@ -69,7 +69,8 @@ def run(settings: Settings, command: Sequence[str]) -> int:
             command = command or restored_command
         else:
             if command and command != restored_command:
-                _log.warning("restore.command_differs", given=command, restored=restored_command)
+                _log.warning("restore.command_differs", given=shown(command),
+                             restored=shown(restored_command))
             command = restored_command
     else:
         if not command:
@@ -80,9 +81,9 @@ def run(settings: Settings, command: Sequence[str]) -> int:
             pid = supervisor.spawn(command, workload_environment(),
                                    own_ipc=settings.ipc_namespace == "own")
         except OSError as e:
-            _log.error("workload.not_started", command=command, error=e.strerror)
+            _log.error("workload.not_started", command=shown(command), error=e.strerror)
             return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE
-        _log.info("workload.started", pid=pid, command=command)
+        _log.info("workload.started", pid=pid, command=shown(command))
     if "boto3" in sys.modules:
         _reexec_lean(pid, command)  # returns only if the exec failed
     return _supervise(settings, repo, migrator, pid, command, events)
@@ -136,6 +137,13 @@ def _reexec_lean(pid: int, command: list[str]) -> None:
 def _taken_over(handover: str) -> tuple[int, list[str]]:
     state = json.loads(handover)
     return int(state["pid"]), [str(a) for a in state["command"]]
+
+
+def _shown_command(settings: Settings):
+    """How logs show a command: not at all with --redact-command (it may hold a secret)."""
+    if settings.redact_command:
+        return lambda command: [REDACTED]
+    return lambda command: command
 
 
 def workload_environment() -> dict[str, str]:

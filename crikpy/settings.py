@@ -13,6 +13,7 @@ import math
 import posixpath
 import re
 import reprlib
+import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -316,6 +317,13 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"store '{s.store}' has an unknown scheme; use file:///path or s3://bucket/prefix"
         )
+    for setting in SETTINGS:  # never echo the value: it holds a secret
+        value = getattr(s, setting.field)
+        if (setting.field.endswith("_url") or setting.field == "store") and value and \
+                "@" in urllib.parse.urlsplit(value).netloc:
+            raise ConfigError(f"{setting.names} holds credentials (user:password@), which "
+                              "would show in logs and errors; take them out of the URL (for S3, "
+                              "use --s3-credentials-file)")
     if s.on_restore_failure not in RESTORE_FAILURE_POLICIES:
         raise ConfigError(
             f"on-restore-failure '{s.on_restore_failure}' is not one of "

@@ -62,6 +62,12 @@ class Setting:
         """The setting's name in errors: its flag without dashes, else its config key."""
         return self.flag.removeprefix("--") if self.flag else str(self.config_key)
 
+    @property
+    def names(self) -> str:
+        """Every name it goes by, for an error: `--flag (ENV, configKey)`."""
+        first, *rest = [n for n in (self.flag, self.env, self.config_key) if n]
+        return f"{first} ({', '.join(rest)})" if rest else first
+
     def shown(self) -> str:
         """The default as the README shows it (markdown)."""
         if self.shown_default is not None:

@@ -110,7 +110,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
             log.get().warning("workload.ipc_sysctl_not_copied", problem=detail)
     if failed is not None:
         os.waitpid(pid, 0)
-        raise OSError(failed, f"{os.strerror(failed)}: {argv[0]}")
+        raise OSError(failed, os.strerror(failed), argv[0])
     return pid
 
 

@@ -519,3 +519,22 @@ def test_item9_failed_multipart_upload_is_aborted_before_put_file_returns(proxy,
     assert [(m, f) for m, p, f in proxy.seen if "uploadId=" in p and "partNumber=" not in p] == [
         ("DELETE", "delay:0.3")]
     assert deadline.remaining() > -(CLEANUP_GRACE + 0.5)
+
+
+def test_a_credentials_file_is_all_crikpy_needs(s3_server, monkeypatch, tmp_path):
+    """The keys reach crikpy through a file (a mounted Secret), not the environment the
+    workload inherits."""
+    from tests.harness.s3server import ACCESS_KEY  # noqa: PLC0415
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    with pytest.raises(StoreError):  # the control: without the file, no credentials at all
+        make_store(s3_server.endpoint, retry_seconds=1).put_bytes("k", b"v")
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = {ACCESS_KEY}\n"
+                     f"aws_secret_access_key = {SECRET_KEY}\n")
+    store = make_store(s3_server.endpoint, credentials_file=str(creds))
+    store.put_bytes("k", b"v")
+    assert store.get_bytes("k").data == b"v"
+    assert "shared-credentials-file" in store.describe_credentials()
