@@ -158,18 +158,81 @@ def parent_of(pid: int) -> int | None:
 
 
 def terminal_users(root: int) -> list[str]:
-    """Processes of the tree at `root` with a terminal: a controlling tty, or a tty on fd 0-2."""
+    """Processes of the tree at `root` holding a terminal from outside the tree: a controlling
+    terminal, or a terminal on any fd, that is not the slave end of a pseudo-terminal whose
+    master the tree holds. CRIU restores a pair made inside the tree (script, tmux, expect),
+    but not the container's terminal (`podman run -t`, /dev/console): "No task found with sid"."""
+    pids = tree(root)
+    inside = {index for pid in pids for index in _pty_masters(pid)}
     found = []
-    for pid in tree(root):
+    for pid in pids:
         fields = _stat_fields(pid)
-        if fields and int(fields[4]) != 0:
-            found.append(f"process {pid} has a controlling terminal")
+        tty_nr = int(fields[4]) if fields else 0
+        if tty_nr and _pts_index(tty_nr) not in inside:
+            found.append(f"process {pid} has a controlling terminal "
+                         f"({_terminal_name(tty_nr)}) from outside its tree")
             continue
-        for fd, target in stdio_targets(pid).items():
-            if target.startswith(("/dev/pts/", "/dev/tty", "/dev/console")):
+        for fd, target in _fd_targets(pid):
+            pts = target.removeprefix("/dev/pts/")
+            if pts.isdigit() and int(pts) in inside:
+                continue
+            if target.startswith(("/dev/pts/", "/dev/tty", "/dev/console")) and \
+                    target != "/dev/pts/ptmx":
                 found.append(f"process {pid} has {target} on fd {fd}")
                 break
     return found
+
+
+def _fd_targets(pid: int) -> list[tuple[int, str]]:
+    """Every open fd of `pid` and what it points at, lowest first."""
+    try:
+        fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return []
+    targets = []
+    for fd in fds:
+        try:
+            targets.append((fd, os.readlink(f"/proc/{pid}/fd/{fd}")))
+        except OSError:
+            pass  # closed meanwhile
+    return targets
+
+
+def _pty_masters(pid: int) -> list[int]:
+    """The indexes of the pseudo-terminals whose master `pid` holds (their fdinfo says)."""
+    indexes = []
+    for fd, target in _fd_targets(pid):
+        if target not in ("/dev/ptmx", "/dev/pts/ptmx"):
+            continue
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            key, _, value = line.partition(":")
+            if key == "tty-index" and value.strip().isdigit():
+                indexes.append(int(value))
+    return indexes
+
+
+_PTS_MAJORS = range(136, 144)  # Unix98 pseudo-terminal slaves (devices.txt)
+
+
+def _tty_device(tty_nr: int) -> tuple[int, int]:
+    return (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+
+
+def _pts_index(tty_nr: int) -> int | None:
+    major, minor = _tty_device(tty_nr)
+    return (major - 136) * 256 + minor if major in _PTS_MAJORS else None
+
+
+def _terminal_name(tty_nr: int) -> str:
+    index = _pts_index(tty_nr)
+    if index is not None:
+        return f"/dev/pts/{index}"
+    major, minor = _tty_device(tty_nr)
+    return {(5, 1): "/dev/console"}.get((major, minor), f"device {major}:{minor}")
 
 
 def sysv_ipc_objects(root: int) -> list[str]:

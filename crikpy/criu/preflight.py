@@ -125,6 +125,12 @@ _NODE_FAULTS = (
      "CRIU was not permitted an operation here (capabilities, seccomp or AppArmor)"),
     (re.compile(r"Function not implemented|not supported by (the )?kernel"),
      "this node's kernel lacks a feature the checkpoint needs"),
+    (re.compile(r"No space left on device"),
+     "this node has less room than the checkpoint needs (a smaller /dev/shm or tmpfs, or a "
+     "full disk)"),
+    (re.compile(r"service_fd_base|Too many open files"),
+     "this node's open-file limit (RLIMIT_NOFILE, set by the container runtime) is below what "
+     "the checkpoint needs"),
 )
 
 

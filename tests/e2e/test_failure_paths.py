@@ -140,6 +140,43 @@ def test_item4_a_taken_pid_is_the_nodes_fault_not_the_checkpoints(images, contai
     assert [i["status"] for i in _listing(images["crikpy"], volume, "counter")] == ["committed"]
 
 
+# A workload whose restore needs more of a node resource than the new node gives: a deleted
+# file in /dev/shm held open (CRIU writes it back there), or fds above the open-file limit.
+NEEDS_MORE = {
+    "a smaller /dev/shm": (
+        "import os, time\n"
+        "fd = os.open('/dev/shm/ghost', os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "os.write(fd, os.urandom(1 << 20) * 40)\n"
+        "os.unlink('/dev/shm/ghost')\n", ["--shm-size", "16m"], "less room"),
+    "a lower open-file limit": (
+        "import os\n"
+        "held = [os.open('/dev/null', os.O_RDONLY) for _ in range(800)]\n",
+        ["--ulimit", "nofile=850:850"], "open-file limit"),
+}
+
+
+@pytest.mark.parametrize("case", NEEDS_MORE, ids=NEEDS_MORE)
+def test_item4_a_node_with_less_of_a_resource_keeps_a_good_checkpoint(
+        images, containers, volume, case):
+    setup, smaller, named = NEEDS_MORE[case]
+    code = setup + ("import itertools, time\n"
+                    "for n in itertools.count():\n"
+                    "    print(f'count {n} pid {os.getpid()}', flush=True); time.sleep(0.3)\n")
+    env = {"CRIKPY_NAME": "needs-more"}
+    first = containers(images["counter"], volume=volume, env=env, command=["python3", "-c", code])
+    first.wait_for(lambda _: len(counts(first)) >= 3, what="three counts")
+    assert first.stop() == 0
+    for _ in range(4):  # more than --restore-attempts: nothing is counted against it
+        small = containers(images["counter"], volume=volume, env=env, extra=smaller)
+        assert small.wait() == 178, small.logs()[-3000:]
+        [failed] = events(small.logs(), "restore.failed")
+        assert named in failed["error"]
+    assert [i["status"] for i in _listing(images["crikpy"], volume, "needs-more")] == ["committed"]
+    usual = containers(images["counter"], volume=volume, env=env)
+    usual.wait_for(lambda _: len(counts(usual)) >= 2, what="the restored counter")
+    assert counts(usual)[0] == counts(first)[-1] + 1
+
+
 def test_item8_workload_on_a_tty_is_refused_and_gets_its_sigterm(images, containers, volume):
     env = {"CRIKPY_NAME": "tty"}
     c = containers(images["counter"], volume=volume, env=env, extra=["-t"])
@@ -151,6 +188,18 @@ def test_item8_workload_on_a_tty_is_refused_and_gets_its_sigterm(images, contain
     again = containers(images["counter"], volume=volume, env=env)
     again.wait_for(lambda _: len(counts(again)) >= 2, what="a cold start")
     assert counts(again)[0] == 0 and not events(again.logs(), "restore.failed")
+
+
+def test_item8_the_containers_terminal_on_another_fd_is_refused_too(images, containers, volume):
+    """Its fds 0-2 are files, but it keeps the container's terminal on fd 3."""
+    env = {"CRIKPY_NAME": "tty-fd3"}
+    command = ["sh", "-c", "exec 3<&1 </dev/null >/tmp/out 2>&1; exec " + " ".join(COUNTER)]
+    c = containers(images["counter"], volume=volume, env=env, extra=["-t"], command=command)
+    c.wait_for(lambda _: c.exec("sh", "-c", "cat /tmp/out 2>/dev/null || true").count("count ") >= 3,
+               what="three counts")
+    assert c.stop() == 128 + 15, "the workload did not get its SIGTERM"
+    [failed] = [ln for ln in c.logs().splitlines() if "checkpoint.failed" in ln]
+    assert "on fd 3" in failed and "without a tty" in failed
 
 
 @pytest.mark.parametrize("after", ["clear", "keep"])

@@ -105,3 +105,55 @@ def test_a_mapped_jvm_perf_data_file_is_found():
     finally:
         shutil.rmtree(perf_dir)
     assert procs.jvm_perf_data_files(os.getpid()) == []
+
+
+# Terminals: CRIU restores a pseudo-terminal whose both ends are in the tree, never one whose
+# other end (the container's terminal, /dev/console) is outside it.
+
+def _holding_our_terminal(slave: int, *, as_controlling: bool) -> subprocess.Popen:
+    """A child holding the slave end of a pty whose master this test (outside its tree) holds:
+    on an fd above 2 with pipes on 0-2, or as its controlling terminal, with no fd left on it."""
+    code = (f"import fcntl, os, termios\n"
+            + (f"fcntl.ioctl({slave}, termios.TIOCSCTTY, 0); os.close({slave})\n"
+               if as_controlling else ""))
+    child = subprocess.Popen([sys.executable, "-c", code + "print('ready', flush=True)\n"
+                              "import time; time.sleep(60)"], pass_fds=(slave,),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    assert child.stdout.readline() == "ready\n", "the child failed"
+    return child
+
+
+def test_a_terminal_from_outside_the_tree_is_found_on_any_fd_or_as_controlling_terminal():
+    import pty  # noqa: PLC0415
+    master, slave = pty.openpty()
+    name = os.ttyname(slave)
+    children = [_holding_our_terminal(slave, as_controlling=c) for c in (False, True)]
+    try:
+        on_fd, controlling = children
+        assert procs.terminal_users(on_fd.pid) == [f"process {on_fd.pid} has {name} on fd {slave}"]
+        assert procs.terminal_users(controlling.pid) == [
+            f"process {controlling.pid} has a controlling terminal ({name}) from outside its tree"]
+    finally:
+        for p in children:
+            p.kill()
+            p.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_pseudo_terminal_made_inside_the_tree_is_not_refused():
+    """Both ends in the tree, as with script, tmux or expect: a pair held by one process, and
+    a child whose controlling terminal's master its parent holds (pty.fork)."""
+    pair = _child("import pty\nmaster, slave = pty.openpty()\n")
+    session = _child("import pty, sys, time\n"
+                     "pid, master = pty.fork()\n"
+                     "if pid == 0:\n    time.sleep(60)\n"
+                     "time.sleep(0.5)\n")
+    try:
+        assert procs.terminal_users(pair.pid) == []
+        assert procs.terminal_users(session.pid) == []
+    finally:
+        for p in (pair, session):
+            p.kill()
+            p.wait()
