@@ -15,6 +15,7 @@ from typing import Protocol
 
 from crikpy import log
 from crikpy.nodestate import Answer, Unavailable
+from crikpy.nodestate.query import within
 from crikpy.settings import Settings
 
 CLOUD_SOURCES = ("aws", "gcp", "azure")
@@ -61,7 +62,9 @@ def decide(sources: list[Source], timeout: float) -> Answer | None:
         if left <= 0:
             break
         try:
-            answer = source.leaving(left)
+            # A source may make several requests (AWS: a token, then the notices), each
+            # bounded on its own: the decision as a whole must be too.
+            answer = within(left, lambda: source.leaving(left), source.name)
         except Unavailable as e:
             _log.info("node_state.unavailable", source=source.name, detail=str(e))
             continue
@@ -102,7 +105,8 @@ class NoticeWatcher:
         while not self._stop.is_set():
             for source in self.sources:
                 try:
-                    notice = source.notice(self.timeout)
+                    notice = within(self.timeout, lambda: source.notice(self.timeout),
+                                    source.name)
                 except Exception as e:  # noqa: BLE001  (the watcher must outlive any answer)
                     if source.name not in self._unavailable_logged:  # say so once, not per poll
                         self._unavailable_logged.add(source.name)

@@ -6,27 +6,58 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import threading
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from crikpy.nodestate import Unavailable
+
+T = TypeVar("T")
+
+
+def within(seconds: float, call: Callable[[], T], what: str) -> T:
+    """call() in a daemon thread, given up on after `seconds` (Unavailable). A socket timeout
+    bounds each read, not an answer: a server that trickles one byte at a time would otherwise
+    hold a SIGTERM's decision past the grace period."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # noqa: BLE001  (handed to the caller below)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="node-state-call", daemon=True)
+    thread.start()
+    thread.join(max(seconds, 0.05))
+    if thread.is_alive():
+        raise Unavailable(f"{what}: no whole answer within {seconds:.1f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def fetch(url: str, *, timeout: float, headers: dict[str, str] | None = None,
           method: str = "GET", context: ssl.SSLContext | None = None,
           data: bytes | None = None) -> tuple[int, bytes]:
-    """(status, body) for any answer, 404 included; Unavailable when nothing usable came back."""
+    """(status, body) for any answer, 404 included, within `timeout` in all; Unavailable when
+    nothing usable came back in time."""
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=max(timeout, 0.05), context=context) as resp:
-            return resp.status, resp.read(1 << 20)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(1 << 20)
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
-        # HTTPException: a truncated or malformed answer (IncompleteRead, BadStatusLine, ...)
-        reason = getattr(e, "reason", e)
-        raise Unavailable(f"{url}: {reason}") from e
+
+    def call() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(request, timeout=max(timeout, 0.05),
+                                        context=context) as resp:
+                return resp.status, resp.read(1 << 20)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(1 << 20)
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+            # HTTPException: a truncated or malformed answer (IncompleteRead, BadStatusLine, ...)
+            reason = getattr(e, "reason", e)
+            raise Unavailable(f"{url}: {reason}") from e
+
+    return within(timeout, call, url)
 
 
 def parse_json(body: bytes, what: str) -> Any:

@@ -41,7 +41,7 @@ class FakeNodeState:
         self.gcp_preempted = "FALSE"
         self.gcp_maintenance = "NONE"
         self.azure_events: list[dict] = []
-        self.mode = ""  # "", "slow", "garbage"
+        self.mode = ""  # "", "slow", "trickle", "garbage"
         self.imds_tokens: set[str] = set()
         self.requests: list[str] = []
         self.events: dict[str, dict] = {}  # Events by name, as stored, in the order created
@@ -108,6 +108,15 @@ def _handler(fake: FakeNodeState):
         def answer(self, status: int, body, headers: dict | None = None) -> None:
             if fake.mode == "slow":
                 time.sleep(5)
+            if fake.mode == "trickle":  # a whole status line and headers, then a byte at a time
+                self.send_response(status)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                for _ in range(50):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)  # each read gets a byte well inside any socket timeout
+                return
             data = body if isinstance(body, bytes) else (
                 body.encode() if isinstance(body, str) else json.dumps(body).encode())
             if fake.mode == "garbage":

@@ -65,7 +65,7 @@ def test_kubernetes_unknown_node(fake, token):
     lambda url, token: GcpSource(url),
     lambda url, token: AzureSource(url),
 ], ids=["kubernetes", "crik", "aws", "gcp", "azure"])
-@pytest.mark.parametrize("mode", ["absent", "slow", "garbage"])
+@pytest.mark.parametrize("mode", ["absent", "slow", "trickle", "garbage"])
 def test_every_source_says_unavailable_when_absent_slow_or_garbled(fake, token, make, mode):
     url = ABSENT if mode == "absent" else fake.url
     fake.mode = mode if mode != "absent" else ""
@@ -124,6 +124,15 @@ def test_policy_first_leaving_source_decides(fake, token):
 def test_policy_says_not_leaving_when_all_answer_no(fake, token):
     answer = decide([k8s(fake.url, token), AwsSource(fake.url)], 3)
     assert answer.leaving is False and answer.source == "kubernetes,aws"
+
+
+def test_policy_is_bounded_by_its_timeout_whatever_the_sources_do(fake, token):
+    """Sources that trickle their answers, one of them making several requests (AWS): the
+    decision still comes within its timeout, so the SIGTERM is never held past it."""
+    fake.mode = "trickle"
+    started = time.monotonic()
+    assert decide([AwsSource(fake.url), k8s(fake.url, token)], timeout=1.0) is None
+    assert time.monotonic() - started < 2.5, "the decision outlived its timeout"
 
 
 def test_policy_without_answers_gives_none(fake):
