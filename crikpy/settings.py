@@ -304,7 +304,36 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
     return settings
 
 
+MAX_SECONDS = 30 * 86400  # a duration beyond it is a typo, and overflows timers (time_t)
+
+
+def _check_each_value(s: Settings) -> None:
+    """What holds for every setting of a kind: no NUL in a string, a duration that a timer can
+    wait for, a URL that is http(s) and carries no credentials (never echoed: it may hold one)."""
+    for setting in SETTINGS:
+        value = getattr(s, setting.field)
+        if value is None:
+            continue
+        strings = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, (str, Path)) and "\0" in str(v) for v in strings):
+            raise ConfigError(f"{setting.names} holds a NUL character")
+        if setting.kind in ("seconds", "duration") and value > MAX_SECONDS:
+            raise ConfigError(f"{setting.names} must be at most {MAX_SECONDS} seconds (30 days), "
+                              f"got {value:g}")
+        if setting.field.endswith("_url") or setting.field == "store":
+            parts = urllib.parse.urlsplit(value)
+            if "@" in parts.netloc:
+                raise ConfigError(f"{setting.names} holds credentials (user:password@), which "
+                                  "would show in logs and errors; take them out of the URL "
+                                  "(for S3, use --s3-credentials-file)")
+            if setting.field != "store" and (parts.scheme not in ("http", "https")
+                                             or not parts.hostname):
+                raise ConfigError(f"{setting.names} must be an http:// or https:// URL with a "
+                                  f"host, got '{value}'")
+
+
 def validate(s: Settings) -> None:
+    _check_each_value(s)
     if not s.name:
         raise ConfigError("no workload name: set --name (CRIKPY_NAME) or run where $HOSTNAME is set")
     for label, value in (("name", s.name), ("namespace", s.namespace)):
@@ -317,13 +346,6 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"store '{s.store}' has an unknown scheme; use file:///path or s3://bucket/prefix"
         )
-    for setting in SETTINGS:  # never echo the value: it holds a secret
-        value = getattr(s, setting.field)
-        if (setting.field.endswith("_url") or setting.field == "store") and value and \
-                "@" in urllib.parse.urlsplit(value).netloc:
-            raise ConfigError(f"{setting.names} holds credentials (user:password@), which "
-                              "would show in logs and errors; take them out of the URL (for S3, "
-                              "use --s3-credentials-file)")
     if s.on_restore_failure not in RESTORE_FAILURE_POLICIES:
         raise ConfigError(
             f"on-restore-failure '{s.on_restore_failure}' is not one of "
@@ -379,5 +401,12 @@ def validate(s: Settings) -> None:
                           "--node-state-sources (kubernetes, crik, aws, gcp, azure)")
     if s.node_state_timeout <= 0 or s.notice_poll_interval <= 0:
         raise ConfigError("node-state-timeout and notice-poll-interval must be above 0")
+    if s.node_state_timeout >= s.grace_period:
+        raise ConfigError(f"node-state-timeout ({s.node_state_timeout:g} s) must be shorter than "
+                          f"the grace-period ({s.grace_period:g} s): the decision is made inside it")
+    for label, value, low, high in (("s3-part-size-mib", s.s3_part_size_mib, 5, 5120),
+                                    ("s3-concurrency", s.s3_concurrency, 1, 64)):
+        if not low <= value <= high:  # S3 takes parts of 5 MiB to 5 GiB
+            raise ConfigError(f"{label} must be between {low} and {high}, got {value}")
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"log-level '{s.log_level}' is not one of {', '.join(LOG_LEVELS)}")

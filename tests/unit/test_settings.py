@@ -1,11 +1,14 @@
 """Settings: flag/env values over the config file over defaults; crik's keys; clear errors."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
 from crikpy.errors import ConfigError
 from crikpy.settings import Settings, resolve
+from crikpy.settings_table import SETTINGS
 
 
 def write(tmp_path, text: str) -> Path:
@@ -138,3 +141,51 @@ def test_durations(text, seconds):
     from crikpy.settings import parse_duration
 
     assert parse_duration("x", text) == seconds
+
+
+# Every value is checked at start, so a bad one is a one-line error there (exit 172), never a
+# failure later: at a SIGTERM, or at a restore that would count it against a good checkpoint.
+_STRINGS = [s for s in SETTINGS if s.kind in ("text", "path", "paths", "names") and s.config_key]
+
+
+@pytest.mark.parametrize("setting", _STRINGS, ids=lambda s: s.field)
+def test_a_nul_character_in_any_setting_is_refused(tmp_path, setting):
+    value = {"paths": ["/a\0b"], "names": ["a\0b"]}.get(setting.kind, "/a\0b")
+    config = write(tmp_path, json.dumps({setting.config_key: value}))
+    with pytest.raises(ConfigError, match=re.escape(setting.config_key)):
+        resolve({}, config, {"HOSTNAME": "h"})
+
+
+_DURATIONS = [s for s in SETTINGS if s.kind in ("seconds", "duration")]
+
+
+@pytest.mark.parametrize("setting", _DURATIONS, ids=lambda s: s.field)
+def test_durations_beyond_any_sensible_bound_are_refused(tmp_path, setting):
+    config = write(tmp_path, json.dumps({setting.config_key: 1e10}))
+    with pytest.raises(ConfigError, match=re.escape(setting.config_key)):
+        resolve({}, config, {"HOSTNAME": "h"})
+
+
+def test_the_node_state_timeout_must_be_shorter_than_the_grace_period():
+    with pytest.raises(ConfigError, match="node-state-timeout .* grace-period"):
+        resolve({"node_state_timeout": 600, "grace_period": 10}, None, {"HOSTNAME": "h"})
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.field.endswith("_url")],
+                         ids=lambda s: s.field)
+@pytest.mark.parametrize("url", ["not a url", "ftp://host/", "http://"])
+def test_urls_must_be_http_or_https(tmp_path, setting, url):
+    config = write(tmp_path, json.dumps({setting.config_key: url}))
+    with pytest.raises(ConfigError, match=re.escape(setting.config_key)):
+        resolve({}, config, {"HOSTNAME": "h"})
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"s3_part_size_mib": 4}, "s3-part-size-mib must be between 5 and 5120"),
+    ({"s3_part_size_mib": 10**9}, "s3-part-size-mib must be between 5 and 5120"),
+    ({"s3_concurrency": 0}, "s3-concurrency must be between 1 and 64"),
+    ({"s3_concurrency": 10**6}, "s3-concurrency must be between 1 and 64"),
+])
+def test_s3_transfer_sizes_are_bounded(given, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(given, None, {"HOSTNAME": "h"})
