@@ -17,6 +17,7 @@ import platform
 import shutil
 import socket
 from pathlib import Path
+from typing import Callable
 
 from crikpy import log, procs
 from crikpy.checkpoint import extras
@@ -185,8 +186,9 @@ class Migrator:
             os.close(fd)
         return watch.elapsed(), uploads, receiver.bytes
 
-    def restore(self, manifest: Manifest) -> int:
+    def restore(self, manifest: Manifest, before_criu: Callable[[], None] = lambda: None) -> int:
         """Fetch, verify and restore `manifest`'s checkpoint; returns the restored root's PID.
+        `before_criu` runs once the checkpoint is verified and in place, just before CRIU.
 
         Raises NodeFault when this node cannot restore it, CorruptCheckpoint when it does not
         verify, CriuError when CRIU fails for a reason it does not name, StoreError, or
@@ -204,6 +206,7 @@ class Migrator:
             if (staging / extras.ARCHIVE).exists() and wanted:
                 put_back = extras.put_back(staging / extras.ARCHIVE, wanted,
                                            authenticated=self.repo.keys is not None)
+            before_criu()
             watch = log.Stopwatch()
             pid = self._restore_images(staging / IMAGES, manifest.stdio)
             if put_back:

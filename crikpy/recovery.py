@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from crikpy import log
 from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, CorruptCheckpoint, CrikpyError, CriuError,
                            Interrupted, NewerCheckpoint, NodeFault, RestoreFailed, StoreError)
 from crikpy.migrate import Migrator
@@ -30,6 +31,7 @@ from crikpy.settings import Settings
 _log = log.get()
 # Not the checkpoint's fault: the attempt is not counted against it.
 _NOT_ITS_FAULT = (NodeFault, StoreError, NewerCheckpoint, Interrupted)
+RESET_SECONDS = 3.0  # the most setting a good restore's attempt count back may take
 
 
 def restore_latest(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
@@ -78,13 +80,22 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         return None, "is quarantined"
     failures = repo.attempts(ckpt_id)["failures"]
     attempt = failures + 1
-    repo.record_attempt(ckpt_id, attempt, "restore begun")
+    counted = False
+
+    def count() -> None:
+        # Just before CRIU runs, with the checkpoint downloaded and verified: a store or node
+        # fault before that is not the checkpoint's, and a CRIU that kills crikpy is bounded.
+        nonlocal counted
+        repo.record_attempt(ckpt_id, attempt, "restore begun")
+        counted = True
+
     _log.info("restore.started", id=ckpt_id, attempt=attempt, of=settings.restore_attempts)
     watch = log.Stopwatch()
     try:
-        pid = migrator.restore(manifest)
+        pid = migrator.restore(manifest, before_criu=count)
     except _NOT_ITS_FAULT as e:
-        _uncount(repo, ckpt_id, failures, e)
+        if counted:
+            _uncount(repo, ckpt_id, failures, e)
         _log.error("restore.failed", id=ckpt_id, error=str(e), fault="node or store",
                    action="exiting; the checkpoint is kept for the next start")
         events.restore_failed(ckpt_id, f"{e}; the checkpoint is kept for the next start")
@@ -110,11 +121,26 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
                         f"{settings.restore_attempts}): {reason}; the pod restarts and tries "
                         "again, and quarantines it after the last attempt") from e
     events.restored(manifest, watch.elapsed())
-    try:
-        repo.forget_attempts(ckpt_id)
-    except StoreError as e:  # harmless: the count only matters to a failing restore
-        _log.warning("restore.attempts_not_reset", id=ckpt_id, error=str(e))
+    _reset_attempts(repo, ckpt_id)
     return (pid, manifest.command), ""
+
+
+def _reset_attempts(repo: CheckpointRepository, ckpt_id: str) -> None:
+    """A good restore sets the count back to none: deleted, or rewritten where the store
+    refuses the delete, so that restores that worked never bring a quarantine nearer. Bounded,
+    since the workload already runs and a SIGTERM may be on its way."""
+    bound = Deadline.after(RESET_SECONDS)
+    try:
+        repo.forget_attempts(ckpt_id, bound)
+        return
+    except StoreError as e:
+        error = e
+    try:
+        repo.record_attempt(ckpt_id, 0, f"restored; the record could not be deleted: {error}",
+                            bound)
+    except StoreError as e:
+        _log.warning("restore.attempts_not_reset", id=ckpt_id, error=str(e),
+                     consequence="this checkpoint's next failed restore may quarantine it early")
 
 
 def _uncount(repo: CheckpointRepository, ckpt_id: str, failures: int, error: Exception) -> None:

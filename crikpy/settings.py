@@ -22,8 +22,8 @@ import yaml
 from crikpy.errors import ConfigError
 from crikpy.settings_table import (AFTER_FAILED_CHECKPOINT, CHECKPOINT_ON, COMPRESSION,
                                    CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH, IPC_NAMESPACES,
-                                   LOG_LEVELS, NODE_STATE_SOURCES, RESTORE_FAILURE_POLICIES,
-                                   SETTINGS, default)
+                                   LOG_LEVELS, MAX_RESTORE_ATTEMPTS, NODE_STATE_SOURCES,
+                                   RESTORE_FAILURE_POLICIES, SETTINGS, default)
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
@@ -376,8 +376,9 @@ def validate(s: Settings) -> None:
                           f"{', '.join(IPC_NAMESPACES)}")
     if s.compression not in COMPRESSION:
         raise ConfigError(f"compression '{s.compression}' is not one of {', '.join(COMPRESSION)}")
-    if not 1 <= s.restore_attempts <= 100:
-        raise ConfigError(f"restore-attempts must be between 1 and 100, got {s.restore_attempts}")
+    if not 1 <= s.restore_attempts <= MAX_RESTORE_ATTEMPTS:
+        raise ConfigError(f"restore-attempts must be between 1 and {MAX_RESTORE_ATTEMPTS}, got "
+                          f"{s.restore_attempts}")
     if s.checkpoint_on not in CHECKPOINT_ON:
         raise ConfigError(f"checkpoint-on '{s.checkpoint_on}' is not one of {', '.join(CHECKPOINT_ON)}")
     for source in s.node_state_sources:

@@ -25,6 +25,7 @@ AFTER_FAILED_CHECKPOINT = ("clear", "keep")
 COMPRESSION = ("zstd", "none")
 S3_SSE = ("AES256", "aws:kms")
 IPC_NAMESPACES = ("own", "shared")
+MAX_RESTORE_ATTEMPTS = 100
 
 # How a value is read, from a flag, a variable or the config file (settings.py converts each).
 # text: a string; path: a string that becomes a Path; seconds: a number; duration: `90s`, `10m`,

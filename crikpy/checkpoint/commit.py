@@ -41,6 +41,7 @@ from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, NewerCheckpoint,
                            StoreError)
 from crikpy.settings import Settings
+from crikpy.settings_table import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import Digest, MissingObject, PreconditionFailed, Store, open_store
 from crikpy.stores.base import LocalFile, Stream, as_sink
 
@@ -373,15 +374,17 @@ class CheckpointRepository:
         record = self._record(ckpt_id, "attempts.json") or {}
         failures = record.get("failures")
         counted = isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0
-        return {"failures": failures if counted else 0,
+        # Capped: the record is not sealed, and no setting counts beyond it.
+        return {"failures": min(failures, MAX_RESTORE_ATTEMPTS) if counted else 0,
                 "last": str(record.get("last", ""))}
 
-    def record_attempt(self, ckpt_id: str, failures: int, last: str) -> None:
+    def record_attempt(self, ckpt_id: str, failures: int, last: str,
+                       deadline: Deadline | None = None) -> None:
         body = json.dumps({"failures": failures, "last": last, "at": _now()}).encode()
-        self.store.put_bytes(f"{self._ckpt(ckpt_id)}/attempts.json", body)
+        self.store.put_bytes(f"{self._ckpt(ckpt_id)}/attempts.json", body, deadline=deadline)
 
-    def forget_attempts(self, ckpt_id: str) -> None:
-        self.store.delete(f"{self._ckpt(ckpt_id)}/attempts.json")
+    def forget_attempts(self, ckpt_id: str, deadline: Deadline | None = None) -> None:
+        self.store.delete(f"{self._ckpt(ckpt_id)}/attempts.json", deadline=deadline)
 
     def quarantined(self, ckpt_id: str) -> bool:
         return self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json") is not None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import math
 import os
 import secrets
 import threading
@@ -46,6 +47,7 @@ from crikpy.stores.base import (CHUNK, Digest, MissingObject, PreconditionFailed
 MIB = 1024 * 1024
 CLEANUP_SECONDS = 3.0  # the most a cleanup may take
 CLEANUP_GRACE = 0.5  # how far past the caller's deadline, into the shutdown reserve
+_WAIT_SLICE = 0.25  # how often a wait looks at its deadline (and for a SIGTERM that stops it)
 T = TypeVar("T")
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
@@ -178,10 +180,13 @@ class S3Store:
 
         worker = threading.Thread(target=attempt, name="s3-call", daemon=True)
         worker.start()
-        worker.join(max(0.0, deadline.remaining()))
-        if worker.is_alive():
-            raise DeadlineExceeded(f"{what} in {self.url} did not finish before the checkpoint "
-                                   "deadline")
+        while worker.is_alive():  # in slices, so a SIGTERM that stops this step is seen
+            try:
+                deadline.check(what)
+            except DeadlineExceeded:
+                raise DeadlineExceeded(f"{what} in {self.url} did not finish before the "
+                                       "checkpoint deadline") from None
+            worker.join(min(_WAIT_SLICE, max(0.0, deadline.remaining())))
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
@@ -190,8 +195,9 @@ class S3Store:
         started = time.monotonic()
 
         def out_of_time(state: tenacity.RetryCallState) -> bool:
-            if deadline is not None:
+            if deadline is not None and math.isfinite(deadline.at):
                 return deadline.remaining() <= 0.5
+            # No time limit (a restore's download): a store that keeps failing is a store fault.
             return time.monotonic() - started > self.options.retry_seconds
 
         def log_retry(state: tenacity.RetryCallState) -> None:
@@ -367,7 +373,7 @@ class S3Store:
              deadline: Deadline | None) -> Digest:
         full = self._key(key)
         size = self._call(f"size of {key}", lambda: self._client.head_object(
-            Bucket=self.bucket, Key=full))["ContentLength"]
+            Bucket=self.bucket, Key=full), deadline)["ContentLength"]
         part = self.options.part_size
         ranges = [(start, min(start + part, size) - 1) for start in range(0, size, part)]
         sha, written = hashlib.sha256(), 0
@@ -387,7 +393,7 @@ class S3Store:
                     raise botocore.exceptions.IncompleteReadError(
                         actual_bytes=got, expected_bytes=wanted)
                 return pieces
-            return self._call(f"download of {key} bytes {first}-{last}", read)
+            return self._call(f"download of {key} bytes {first}-{last}", read, deadline)
 
         # Parts arrive in any order but are hashed and written in order; those that come early
         # wait in `arrived`. Each holds a slot of the memory budget from its request until it is
@@ -411,7 +417,7 @@ class S3Store:
                             break
                         in_flight[pool.submit(fetch, *ranges[next_submit])] = next_submit
                         next_submit += 1
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    done, _ = wait(in_flight, timeout=_WAIT_SLICE, return_when=FIRST_COMPLETED)
                     for future in done:
                         index = in_flight.pop(future)
                         arrived[index] = future.result()
@@ -427,7 +433,9 @@ class S3Store:
             except BaseException:
                 for future in in_flight:
                     future.cancel()
-                for _ in range(len(in_flight) + len(arrived)):
+                # Every part asked for and not yet written holds a slot: in flight, arrived
+                # early, or failed.
+                for _ in range(next_submit - next_write):
                     self._parts.release()
                 raise
         return Digest(written, sha.hexdigest())

@@ -15,6 +15,7 @@ import itertools
 import os
 import threading
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from structlog.testing import capture_logs
 import crikpy.checkpoint.commit as commit_module
 from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
 from crikpy.checkpoint.manifest import new_id
-from crikpy.deadline import Deadline, DeadlineExceeded
+from crikpy.deadline import ABORT, Deadline, DeadlineExceeded
 from crikpy.errors import CorruptCheckpoint, StoreError
 from crikpy.stores import open_store
 from crikpy.stores.base import Stream
@@ -538,3 +539,115 @@ def test_a_credentials_file_is_all_crikpy_needs(s3_server, monkeypatch, tmp_path
     store.put_bytes("k", b"v")
     assert store.get_bytes("k").data == b"v"
     assert "shared-credentials-file" in store.describe_credentials()
+
+
+# A restore's download when the store fails: the store's fault (exit 173), bounded, never
+# counted against the checkpoint; the budget of part slots is whole again afterwards.
+
+def _many_files(tmp_path: Path, n: int) -> Path:
+    root = tmp_path / f"staging-{uuid.uuid4().hex[:6]}"
+    (root / "images").mkdir(parents=True)
+    for i in range(n):
+        random_file(root / "images" / f"core-{i}.img", 1000 + i)
+    return root
+
+
+def test_item5_a_503_storm_on_a_restores_downloads_ends_in_a_store_error(proxy, tmp_path):
+    """More failing files than part slots: before, each failed file kept its slot, and the
+    download waited for a slot forever."""
+    store = make_store(proxy.endpoint, retry_seconds=1, concurrency=4)
+    repo = CheckpointRepository(store, "app")
+    manifest = repo.commit(_many_files(tmp_path, 12), new_id(), DESCRIBE)
+    proxy.persistent = "503"
+    proxy.persistent_match = f"GET /{BUCKET}/{store.prefix}/app/checkpoints/{manifest.id}/files/"
+    outcome: dict = {}
+
+    def fetch() -> None:
+        try:
+            repo.fetch(manifest, tmp_path / "back", Deadline.never(on_sigterm=ABORT))
+        except BaseException as e:  # noqa: BLE001
+            outcome["error"] = e
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(60)
+    proxy.persistent = None
+    assert not thread.is_alive(), "the download never ended"
+    assert isinstance(outcome.get("error"), StoreError), outcome
+    assert store._parts._value == store.options.concurrency, "part slots were not given back"
+
+
+class _FetchingMigrator:
+    """Migrator.restore's part that needs no CRIU: fetch the checkpoint for real, then count the
+    attempt as it does before CRIU runs, then `criu` (succeeds unless it raises)."""
+
+    def __init__(self, repo, dest: Path, criu=lambda: None, before_fetch=lambda: None) -> None:
+        self.repo, self.dest, self.criu, self.before_fetch = repo, dest, criu, before_fetch
+
+    def restore(self, manifest, before_criu=lambda: None):
+        self.before_fetch()
+        self.repo.fetch(manifest, self.dest / uuid.uuid4().hex[:6],
+                        Deadline.never(on_sigterm=ABORT))
+        before_criu()
+        self.criu()
+        return 4242
+
+
+def _criu_fails():
+    from crikpy.errors import CriuError  # noqa: PLC0415
+    raise CriuError("criu said no")
+
+
+def _restore(store, tmp_path, criu=lambda: None, before_fetch=lambda: None):
+    from crikpy import recovery  # noqa: PLC0415
+    settings = types.SimpleNamespace(restore_attempts=3, on_restore_failure="cold-start")
+    repo = CheckpointRepository(store, "app")
+    return recovery.restore_latest(settings, repo,
+                                   _FetchingMigrator(repo, tmp_path, criu, before_fetch))
+
+
+def _failures(store, ckpt_id) -> int:
+    record = CheckpointRepository(store, "app").attempts(ckpt_id)
+    return record["failures"]
+
+
+@pytest.mark.parametrize("fault", ["store down during the download", "reset cannot be deleted"])
+def test_item4_only_a_failure_of_the_restore_itself_counts_against_a_checkpoint(
+        proxy, tmp_path, fault):
+    store = make_store(proxy.endpoint, retry_seconds=1)
+    manifest = CheckpointRepository(store, "app").commit(staged(tmp_path, MIB), new_id(), DESCRIBE)
+    for _ in range(3):
+        if fault == "store down during the download":  # every request, once it began
+
+            def outage() -> None:
+                proxy.persistent, proxy.persistent_match = "503", ""
+            with pytest.raises(StoreError) as failed:
+                _restore(store, tmp_path, before_fetch=outage)
+            assert failed.value.exit_code == 173
+        else:  # three good restores, on a bucket that answers 503 to DELETE
+            proxy.persistent, proxy.persistent_match = "503", "DELETE "
+            assert _restore(store, tmp_path)[0] == 4242
+        proxy.persistent = None
+        assert _failures(store, manifest.id) == 0
+    with capture_logs() as logs, pytest.raises(Exception, match="attempt 1 of 3"):
+        _restore(store, tmp_path, criu=_criu_fails)
+    assert not [e for e in logs if e["event"] == "checkpoint.quarantined"]
+
+
+def test_item6_a_sigterm_during_a_hung_download_stops_it(proxy, tmp_path, monkeypatch):
+    """Noticed within a moment, not when the read times out (30 s by default, the whole grace
+    period)."""
+    import crikpy.deadline as deadline_module  # noqa: PLC0415
+    from crikpy.errors import Interrupted  # noqa: PLC0415
+    store = make_store(proxy.endpoint, retry_seconds=20, read_timeout=20)
+    repo = CheckpointRepository(store, "app")
+    manifest = repo.commit(staged(tmp_path, MIB), new_id(), DESCRIBE)
+    proxy.persistent, proxy.persistent_match = "hang", "/files/"
+    monkeypatch.setattr(deadline_module, "_sigterm_seen_at", None)
+    arrives = threading.Timer(1.0, lambda: setattr(deadline_module, "_sigterm_seen_at",
+                                                   time.monotonic()))
+    arrives.start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        repo.fetch(manifest, tmp_path / "back", Deadline.never(on_sigterm=ABORT))
+    proxy.persistent = None
+    assert time.monotonic() - started < 10, "the SIGTERM was noticed only when the read timed out"

@@ -132,3 +132,23 @@ def test_checkpoints_list_shows_no_control_characters_from_the_store(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert not [c for c in out if (ord(c) < 32 and c != "\n") or 127 <= ord(c) < 160], repr(out)
     assert "all good" in out and "\\x1b" in out  # shown, escaped
+
+
+def test_an_attempts_record_with_a_huge_count_is_capped_not_a_crash(tmp_path):
+    """Python parses a 4300-digit integer, but cannot write its successor back."""
+    import types  # noqa: PLC0415
+
+    from crikpy import recovery  # noqa: PLC0415
+
+    repo, m = _committed(tmp_path)
+    (tmp_path / "store" / "ns" / "a" / "checkpoints" / m.id / "attempts.json").write_text(
+        '{"failures": ' + "9" * 4300 + "}")
+
+    class Restores:
+        def restore(self, manifest, before_criu=lambda: None):
+            before_criu()
+            return 4242
+
+    settings = types.SimpleNamespace(restore_attempts=3, on_restore_failure="cold-start")
+    assert recovery.restore_latest(settings, repo, Restores())[0] == 4242
+    assert repo.attempts(m.id)["failures"] == 0

@@ -274,15 +274,19 @@ def test_item3_garbled_quarantine_record_does_not_fail_a_commit(tmp_path):
 # 4. A good checkpoint survives a bad node; quarantine is for the checkpoint's own faults
 
 class FakeMigrator:
-    """Stands in for CRIU: each restore raises the next queued error, or returns a PID."""
+    """Stands in for CRIU: each restore raises the next queued error, or returns a PID. As in
+    Migrator.restore, a node fault found up front or a checkpoint that does not verify fails
+    before `before_criu`; anything else comes from CRIU, after it."""
 
     def __init__(self, *outcomes):
         self.outcomes = list(outcomes)
         self.restored: list[str] = []
 
-    def restore(self, manifest):
+    def restore(self, manifest, before_criu=lambda: None):
         self.restored.append(manifest.id)
         outcome = self.outcomes.pop(0)
+        if not isinstance(outcome, (NodeFault, CorruptCheckpoint)):
+            before_criu()
         if isinstance(outcome, Exception):
             raise outcome
         return outcome

@@ -245,7 +245,7 @@ def test_a_manifest_whose_encryption_record_disagrees_with_its_sealing_fails(
 
 
 class _AuthenticationFails:
-    def restore(self, manifest):
+    def restore(self, manifest, before_criu=lambda: None):
         raise sealed.AuthenticationFailed("authentication failed: a file was tampered with")
 
 

@@ -78,7 +78,7 @@ def test_every_command_takes_the_settings_declared_for_it(path):
 
 
 # A value unlike each default that validate() accepts; ids and names are also store keys.
-SAMPLES = {"text": "example-1", "path": "/example", "int": 5, "seconds": 45, "bool": True,
+SAMPLES = {"text": "example-1", "path": "/example", "int": 5, "seconds": 20, "bool": True,
            "duration": "10m", "names": "aws,gcp", "paths": ["/a", "/b"]}
 SAMPLE_FOR = {"store": "s3://bucket/prefix"}
 
@@ -86,6 +86,8 @@ SAMPLE_FOR = {"store": "s3://bucket/prefix"}
 def sample(s: Setting):
     if s.choices:
         return [choice for choice in s.choices if choice != s.default][-1]
+    if s.field.endswith("_url"):
+        return "http://example-1:8080"
     return SAMPLE_FOR.get(s.field, SAMPLES[s.kind])
 
 
