@@ -20,6 +20,7 @@ effort and bounded, and its failures are logged, never raised. docs/format.md is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -50,6 +51,7 @@ NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
 ENCRYPTED = "encrypted"  # sealed with a key this process does not hold
 _ABSENT = ""  # pointer version meaning "no pointer object yet"
 _GARBLED = "<garbled>"  # what a pointer that could not be read names, until it is rewritten
+_UNREAD = "<unread>"
 HOUSEKEEPING_SECONDS = 10.0  # the most retention and sweeping may take after a commit
 # A checkpoint is a few big pages images and dozens of small ones, each a request or two: moved
 # one after another, the small ones cost a round trip each (20-50 ms on S3). The store's part
@@ -89,6 +91,9 @@ class CheckpointRepository:
         self.stale_after = stale_after
         self._pointer_version: str | None = None  # None: not read yet
         self._pointer_id: str | None = None
+        # What the pointer named when this process first read it, or last wrote itself: its own
+        # workload's. A checkpoint another pod committed since (winning a race) is not.
+        self._own_id: str | None = _UNREAD
         self._log = log.get().bind(store=store.url, workload=workload_key)
 
     # keys
@@ -103,17 +108,19 @@ class CheckpointRepository:
     def _read_pointer(self, deadline: Deadline | None = None) -> str | None:
         obj = self.store.get_bytes(self._pointer, deadline=deadline)
         self._pointer_version = obj.etag if obj else _ABSENT
-        if obj is None:
-            return None
-        try:
-            ckpt_id = json.loads(obj.data)["id"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            self._pointer_id = _GARBLED
-            raise CorruptCheckpoint(f"latest pointer {self._pointer} in {self.store.url} is garbled")
-        if ckpt_id is not None and not (isinstance(ckpt_id, str) and is_id(ckpt_id)):
-            self._pointer_id = _GARBLED
-            raise CorruptCheckpoint(f"latest pointer names a bad id {ckpt_id!r}")
-        self._pointer_id = ckpt_id
+        ckpt_id, problem = None, None
+        if obj is not None:
+            try:
+                ckpt_id = json.loads(obj.data)["id"]
+                if ckpt_id is not None and not (isinstance(ckpt_id, str) and is_id(ckpt_id)):
+                    problem = f"latest pointer names a bad id {ckpt_id!r}"
+            except (ValueError, KeyError, TypeError, RecursionError):
+                problem = f"latest pointer {self._pointer} in {self.store.url} is garbled"
+        self._pointer_id = _GARBLED if problem else ckpt_id
+        if self._own_id == _UNREAD:
+            self._own_id = self._pointer_id
+        if problem:
+            raise CorruptCheckpoint(problem)
         return ckpt_id
 
     def _write_pointer(self, ckpt_id: str | None, deadline: Deadline | None = None,
@@ -128,19 +135,20 @@ class CheckpointRepository:
                 if_absent=self._pointer_version == _ABSENT,
                 deadline=deadline,
             )
-            self._pointer_id = ckpt_id
+            self._pointer_id = self._own_id = ckpt_id
         except PreconditionFailed as e:
             # The write may have landed and only its answer been lost (the retry then meets
             # the write itself): what the pointer names now decides, not the error.
             self._pointer_version = None
             try:
-                landed = self._read_pointer(deadline) == ckpt_id and ckpt_id is not None
+                landed = self._read_pointer(deadline) == ckpt_id
             except CorruptCheckpoint:
                 landed = False
             if not landed:
                 raise RaceLost(str(e)) from e
+            self._own_id = ckpt_id
             self._log.info("latest.confirmed", id=ckpt_id, detail="the write's answer was lost; "
-                           "read back, the pointer names this checkpoint")
+                           "read back, the pointer names what was written")
 
     def latest_id(self) -> str | None:
         return self._read_pointer()
@@ -172,9 +180,20 @@ class CheckpointRepository:
         return manifest
 
     def clear_latest(self, reason: str, deadline: Deadline | None = None) -> None:
-        """Point at nothing, so the next start is cold; keeps the checkpoints themselves."""
-        if self._pointer_version is not None and self._pointer_id is None:
+        """Point at nothing, so the next start is cold; keeps the checkpoints themselves.
+
+        Only while the pointer names this process's own checkpoint (see `_own_id`), never one
+        another pod committed since.
+        """
+        if self._pointer_version is None:
+            with contextlib.suppress(CorruptCheckpoint):  # garbled: cleared if it was all along
+                self._read_pointer(deadline)
+        if self._pointer_id is None:
             return  # already pointing at nothing, as last read
+        if self._pointer_id != self._own_id:
+            self._log.warning("latest.clear_skipped", id=self._pointer_id,
+                              reason="the pointer names another pod's checkpoint")
+            return
         try:
             self._write_pointer(None, deadline, reason=reason)
         except RaceLost:

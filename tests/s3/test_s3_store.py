@@ -437,6 +437,18 @@ def test_item3_lost_answer_to_the_pointer_write_is_read_back(proxy, tmp_path, ea
     assert CheckpointRepository(store, "app").latest() == after
 
 
+def test_item3_lost_answer_to_clearing_the_pointer_is_read_back(proxy, tmp_path):
+    store = make_store(proxy.endpoint)
+    repo = CheckpointRepository(store, "app")
+    repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    proxy.inject("lost", match=f"PUT /{BUCKET}/{store.prefix}/app/latest.json")
+    with capture_logs() as logs:
+        repo.clear_latest(reason="workload exited")
+    assert proxy.faults_seen() == ["lost"]
+    assert CheckpointRepository(store, "app").latest_id() is None
+    assert "latest.clear_skipped" not in [e["event"] for e in logs]
+
+
 def test_item3_lost_answer_to_the_manifest_write_is_read_back(proxy, tmp_path):
     store = make_store(proxy.endpoint)
     repo = CheckpointRepository(store, "app")

@@ -706,6 +706,34 @@ def test_item11_bad_flag_is_crikpys_usage_code():
 # see tests/e2e/test_failure_paths.py.
 
 
+@pytest.mark.parametrize("started", ["cold", "restored"])
+def test_item3_and_12_a_race_loser_never_clears_the_winners_pointer(tmp_path, started):
+    """Two pods of one name checkpoint at once; B commits, A loses the race, its workload
+    shuts down, and A makes the next start cold by default: but not over B's checkpoint."""
+    from types import SimpleNamespace
+
+    from crikpy import entrypoint, supervisor
+    from crikpy.checkpoint.commit import RaceLost
+    from crikpy.settings import Settings
+
+    store = open_store(f"file://{tmp_path / 'store'}")
+    if started == "restored":
+        CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), DESCRIBE)
+    a, b = CheckpointRepository(store, "app"), CheckpointRepository(store, "app")
+    assert a.latest_id() == b.latest_id()  # both pods start from the same pointer
+    winner = b.commit(staged(tmp_path), new_id(), DESCRIBE)
+    with pytest.raises(RaceLost):
+        a.commit(staged(tmp_path), new_id(), DESCRIBE)
+    s = Settings(name="app", store=store.url, work_dir=tmp_path / "w", pid_floor=0)
+    entrypoint._clear_stale_pointer(s, a, supervisor.Outcome(0, supervisor.STOPPED),
+                                    SimpleNamespace(declined=False, failed=True))
+    assert CheckpointRepository(store, "app").latest_id() == winner.id
+    # The winner's own clear (its workload then exits) still works.
+    entrypoint._clear_stale_pointer(s, b, supervisor.Outcome(0, supervisor.EXITED),
+                                    SimpleNamespace(declined=False, failed=False))
+    assert CheckpointRepository(store, "app").latest_id() is None
+
+
 def test_item12_the_setting_is_validated():
     from tests.unit.test_cli import crikpy
 
