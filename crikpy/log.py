@@ -52,9 +52,23 @@ def configure(level: str = "info") -> None:
             *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _LineLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _LineLogger(structlog.PrintLogger):
+    """Writes each line to stderr; a line that cannot be written (the log collector is gone:
+    EPIPE) is lost, never an error. PID 1 must outlive its log."""
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):  # ValueError: the file was closed
+            pass
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def get(component: str = "crikpy"):

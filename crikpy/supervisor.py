@@ -17,7 +17,9 @@ Signal rules (tini's, plus one):
   container restarts and restores.
 - A callback that raises is a failed checkpoint, whatever the error: the tree is let run on
   (SIGCONT) and a SIGTERM is forwarded. PID 1 never dies of its own error while the workload lives.
-- Every other catchable signal goes to the workload's root process unchanged.
+- Every other catchable signal goes to the workload's root process unchanged, except SIGPIPE
+  and SIGXFSZ that crikpy's own writes raised (its log's reader gone, a file too big): they
+  are crikpy's, and forwarding one would kill the workload, then log, and raise it again.
 - Synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) and
   SIGTTIN/SIGTTOU keep their defaults, as in tini.
 
@@ -38,6 +40,7 @@ _UNCAUGHT = {signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, sign
              signal.SIGILL, signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT, signal.SIGTTIN,
              signal.SIGTTOU}
 WAITED = frozenset(signal.valid_signals()) - _UNCAUGHT
+_RAISED_BY_OWN_WRITES = {signal.SIGPIPE, signal.SIGXFSZ}
 
 EXITED, CHECKPOINTED, STOPPED = "exited", "checkpointed", "stopped"
 COMMITTED, FAILED, DECLINED = "committed", "failed", "declined"  # what on_sigterm returns
@@ -135,6 +138,8 @@ def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
                     return _wait_for_own_sigterm(notice_wait, _log)
                 continue
         sig = info.si_signo
+        if sig in _RAISED_BY_OWN_WRITES and info.si_pid == os.getpid():
+            continue
         if sig == signal.SIGCHLD:
             status = _reap_all(pid)
             if status is not None:

@@ -8,6 +8,7 @@ tests/e2e/test_failure_paths.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -151,6 +152,27 @@ def test_item1_nested_dangling_and_special_additional_paths_pack_without_raising
     finally:
         sock.close()
     assert sorted(Path(p).name for p in skipped) == ["fifo", "sock"]
+
+
+def test_item1_pid1_outlives_its_log_going_away(tmp_path):
+    """stderr (the container log) breaks while the workload runs: log lines are lost, the
+    signals are still forwarded, and the exit code is still the workload's."""
+    run = Run(tmp_path, sys.executable, "-c", WORKLOAD)
+    ready = run.readline()
+    workload = int(ready.split()[1])
+    try:
+        run.proc.stderr.close()
+        run.proc.send_signal(signal.SIGUSR1)  # forwarded, then logged: signal.forwarded
+        time.sleep(1)
+        assert run.proc.poll() is None, f"PID 1 died ({run.proc.returncode})"
+        assert run.readline() == "got SIGUSR1"
+        run.proc.send_signal(signal.SIGINT)
+        assert run.readline() == "got SIGINT"
+        assert run.proc.wait(30) == 42
+    finally:
+        for pid in (run.proc.pid, workload):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 # 2. The workload starts as under tini: default dispositions, empty mask; its own IPC namespace
