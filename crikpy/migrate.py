@@ -22,7 +22,7 @@ from typing import Callable
 from crikpy import log, procs
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository, Upload
-from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id
+from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id, recorded_command
 from crikpy.criu import options, preflight, session
 from crikpy.criu.pageserver import PageReceiver
 from crikpy.deadline import ABORT, Deadline
@@ -119,7 +119,8 @@ class Migrator:
                 name=self.repo.prefix,
                 created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="milliseconds"),
-                command=[REDACTED] if self.settings.redact_command else list(command),
+                command=([REDACTED] if self.settings.redact_command
+                         else recorded_command(command)),
                 root_pid=pid,
                 stdio=stdio,
                 additional_paths=list(self.settings.additional_paths),

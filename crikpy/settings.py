@@ -19,8 +19,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from crikpy.checkpoint.manifest import additional_paths_fault
 from crikpy.errors import ConfigError
-from crikpy.settings_table import (AFTER_FAILED_CHECKPOINT, CHECKPOINT_ON, COMPRESSION,
+from crikpy.settings_table import (AFTER_FAILED_CHECKPOINT, BY_FIELD, CHECKPOINT_ON, COMPRESSION,
                                    CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH, IPC_NAMESPACES,
                                    LOG_LEVELS, MAX_RESTORE_ATTEMPTS, NODE_STATE_SOURCES,
                                    RESTORE_FAILURE_POLICIES, SETTINGS, default)
@@ -360,6 +361,9 @@ def validate(s: Settings) -> None:
     for p in (*s.additional_paths, *s.inotify_incompatible_paths):
         if not p.startswith("/"):
             raise ConfigError(f"path '{p}' in additionalPaths/inotifyIncompatiblePaths must be absolute")
+    fault = additional_paths_fault(list(s.additional_paths))
+    if fault:
+        raise ConfigError(f"{BY_FIELD['additional_paths'].names}: {fault}")
     for label, value in (("grace-period", s.grace_period),
                          ("node-state-timeout", s.node_state_timeout),
                          ("notice-poll-interval", s.notice_poll_interval)):

@@ -39,8 +39,8 @@ from crikpy.checkpoint.sealed import (AuthenticationFailed, Binding, OpenedFile,
                                       encryption_record, is_sealed, open_bytes, seal_bytes,
                                       sealing_key_id)
 from crikpy.deadline import Deadline
-from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, NewerCheckpoint,
-                           StoreError)
+from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, CrikpyError,
+                           NewerCheckpoint, StoreError)
 from crikpy.settings import Settings
 from crikpy.settings_table import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import Digest, MissingObject, PreconditionFailed, Store, open_store
@@ -243,6 +243,7 @@ class CheckpointRepository:
         files.sort(key=lambda f: f.path)
         encryption = None if self.keys is None else encryption_record(self.keys.sealing_id)
         manifest = Manifest(id=ckpt_id, files=files, encryption=encryption, **describe)
+        _check_reads_back(manifest)
         self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
                        bytes=manifest.total_bytes, seconds=watch.elapsed(),
                        mb_per_s=progress.rate())
@@ -500,6 +501,16 @@ def _each_at_once(fn: Callable[[T], R], items: list[T]) -> list[R]:
             pool.shutdown(cancel_futures=True)  # drop those not begun, wait for those under way
             raise failed
         return [future.result() for future in futures]
+
+
+def _check_reads_back(manifest: Manifest) -> None:
+    """A manifest its own reader would refuse is a failed checkpoint, not a committed one that
+    the next start quarantines: the workload then gets its SIGTERM and shuts down cleanly."""
+    try:
+        Manifest.from_json(manifest.to_json(), where=manifest.id)
+    except CrikpyError as e:
+        raise CorruptCheckpoint(f"checkpoint {manifest.id}: its manifest would not read back "
+                                f"({e}); not committing") from None
 
 
 def _walk_files(root: Path) -> list[str]:

@@ -26,6 +26,12 @@ CODECS = (framed.CODEC,)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILES = 100_000
 MAX_FILE_BYTES = 1 << 40
+MAX_COMMAND_ARGS = 4096
+MAX_ADDITIONAL_PATHS = 1024
+MAX_PATH_CHARS = 4096
+# What the writer keeps the command and the additional paths to, each, in encoded JSON bytes:
+# together well inside MAX_MANIFEST_BYTES, whatever the characters.
+_MAX_LIST_JSON_BYTES = 1024 * 1024
 _ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}")
 _FORMAT_RE = re.compile(r"crikpy\.checkpoint/v([0-9]{1,6})")
 
@@ -48,6 +54,35 @@ def id_age_seconds(ckpt_id: str, now: datetime.datetime | None = None) -> float:
     except ValueError:
         return 0.0
     return ((now or datetime.datetime.now(datetime.timezone.utc)) - made).total_seconds()
+
+
+def additional_paths_fault(paths: list[str]) -> str | None:
+    """Why a manifest cannot record these (normalised) additional paths, or None if it can."""
+    if len(paths) > MAX_ADDITIONAL_PATHS:
+        return f"there are {len(paths)}; a checkpoint records at most {MAX_ADDITIONAL_PATHS}"
+    for path in paths:
+        if not _plain_text(path):
+            return f"{path.encode(errors='backslashreplace').decode()[:80]!r} is not valid UTF-8"
+        if len(path) > MAX_PATH_CHARS:
+            return f"{path[:60]!r}... is longer than {MAX_PATH_CHARS} characters"
+    if len(json.dumps(paths)) > _MAX_LIST_JSON_BYTES:
+        return f"together they are longer than the {_MAX_LIST_JSON_BYTES} bytes a checkpoint records"
+    return None
+
+
+def recorded_command(command: list[str]) -> list[str]:
+    """The command as a manifest records it: whole, or its first arguments and a note of how
+    many more there were, so that a long command never makes a checkpoint its reader refuses."""
+    if len(command) <= MAX_COMMAND_ARGS and len(json.dumps(command)) <= _MAX_LIST_JSON_BYTES:
+        return list(command)
+    kept: list[str] = []
+    budget = _MAX_LIST_JSON_BYTES - 100  # room for the note
+    for arg in command[:MAX_COMMAND_ARGS - 1]:
+        budget -= len(json.dumps(arg)) + 2
+        if budget < 0:
+            break
+        kept.append(arg)
+    return [*kept, f"<{len(command) - len(kept)} more arguments not recorded>"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +224,7 @@ def _check_types(m: Manifest) -> None:
         raise ValueError("field 'root_pid' must be a PID")
     if isinstance(m.dump_seconds, bool) or not isinstance(m.dump_seconds, (int, float)):
         raise ValueError("field 'dump_seconds' must be a number")
-    if (not isinstance(m.command, list) or not 1 <= len(m.command) <= 4096
+    if (not isinstance(m.command, list) or not 1 <= len(m.command) <= MAX_COMMAND_ARGS
             or not all(isinstance(a, str) for a in m.command)):
         raise ValueError("field 'command' must be a non-empty list of strings")
     if (not isinstance(m.stdio, dict)
@@ -203,7 +238,8 @@ def _check_types(m: Manifest) -> None:
             and re.fullmatch(r"[0-9a-f]{16}", m.encryption["key_id"])
             and _plain_int(m.encryption.get("chunk_bytes"))):
         raise ValueError("field 'encryption' must hold cipher, key_id and chunk_bytes")
-    if (not isinstance(m.additional_paths, list) or len(m.additional_paths) > 1024
-            or not all(_plain_text(p) and p.startswith("/") and len(p) <= 4096
-                       and p == posixpath.normpath(p) for p in m.additional_paths)):
+    if (not isinstance(m.additional_paths, list)
+            or not all(isinstance(p, str) and p.startswith("/") and p == posixpath.normpath(p)
+                       for p in m.additional_paths)
+            or additional_paths_fault(m.additional_paths)):
         raise ValueError("field 'additional_paths' must be a list of normalised absolute paths")
