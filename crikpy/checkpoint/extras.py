@@ -58,10 +58,15 @@ def _walk(path: str) -> Iterator[tuple[str, os.stat_result]]:
 
 
 def check_savable(paths: Iterable[str]) -> None:
-    """ConfigError for a configured path that is, or holds, a socket, FIFO or device."""
+    """ConfigError for a configured path that is, or holds, a socket, FIFO or device; a
+    warning for one that is a symlink, since only the link is saved, not what it points to."""
     for path in outermost(paths):
         if not os.path.lexists(path):
             continue
+        if os.path.islink(path):
+            _log.warning("additional_path.is_symlink", path=path, target=os.readlink(path),
+                         detail="only the link is saved; list its target in additionalPaths "
+                                "to save the data")
         for entry, st in _walk(path):
             if not any(is_kind(st.st_mode) for is_kind in _SAVABLE):
                 raise ConfigError(

@@ -606,6 +606,19 @@ def test_item7_fifo_or_socket_additional_path_is_refused_at_start(tmp_path):
     assert "fifo" in run.stderr.lower() and str(fifo) in run.stderr
 
 
+def test_item7_an_additional_path_that_is_a_symlink_is_warned_of_at_start(tmp_path):
+    # A link is saved as a link (never dereferenced), so the data behind it is not in the
+    # checkpoint: the user is told at start, not after the first restore.
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "data").symlink_to(tmp_path / "volume")
+    run = Run(tmp_path, "true", extra=["--additional-path", str(tmp_path / "data")])
+    code, _ = run.finish()
+    assert code == 0, run.stderr
+    [line] = [json.loads(x) for x in run.stderr.splitlines()
+              if "additional_path.is_symlink" in x]
+    assert line["path"] == str(tmp_path / "data") and line["target"] == str(tmp_path / "volume")
+
+
 def test_item7_inotify_paths_survive_a_periodic_checkpoint(tmp_path):
     watched = tmp_path / "watched"
     watched.write_text("keep me")
