@@ -38,6 +38,13 @@ def sigterm_arrived_at() -> float | None:
     return _sigterm_seen_at
 
 
+def sigterm_seen_before_exec(at: float) -> None:
+    """This process, before it re-executed itself, saw a SIGTERM at `at` (time.monotonic() is
+    the same clock on both sides of an exec)."""
+    global _sigterm_seen_at
+    _sigterm_seen_at = at
+
+
 def sigterm_taken() -> float:
     """The supervisor took a SIGTERM: its arrival time (now, if nobody saw it pending)."""
     global _sigterm_seen_at

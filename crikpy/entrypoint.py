@@ -4,8 +4,9 @@
 2. Restore what the latest pointer names (crikpy.recovery says what a failure means), or
 3. start the command cold, above the PID floor.
    If that loaded the store's libraries (boto3), re-exec into the same command with the workload
-   handed over: execve keeps the PID, the children, the blocked signals and those pending, and
-   the new image opens the store only when a checkpoint needs it. So PID 1 stays lean while it
+   handed over: execve keeps the PID, the children, the blocked signals and those pending (the
+   handover says when a pending SIGTERM arrived, which a deadline counts from), and the new
+   image opens the store only when a checkpoint needs it. So PID 1 stays lean while it
    waits, which is nearly all the time.
 4. Supervise; crikpy.triggers says when to checkpoint (SIGTERM, notices, periodic).
 5. When the workload ends on its own, or after a SIGTERM with no checkpoint wanted, or (by
@@ -24,7 +25,7 @@ from crikpy import __version__, log, procs, recovery, supervisor
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository, LazyRepository, open_repository
 from crikpy.checkpoint.manifest import REDACTED
-from crikpy.deadline import Deadline, sigterm_arrived_at
+from crikpy.deadline import Deadline, sigterm_arrived_at, sigterm_seen_before_exec
 from crikpy.errors import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, USAGE_EXIT_CODE, CrikpyError
 from crikpy.migrate import Migrator
 from crikpy.podevents import PodEvents
@@ -34,7 +35,8 @@ from crikpy.triggers import Triggers
 _log = log.get()
 
 
-HANDOVER = "CRIKPY_HANDOVER"  # the workload's PID and command, across the lean re-exec
+# The workload's PID and command, and when a SIGTERM pending across the exec arrived.
+HANDOVER = "CRIKPY_HANDOVER"
 
 
 class NothingToRun(CrikpyError):
@@ -125,7 +127,8 @@ def _clear_stale_pointer(settings: Settings, repo: CheckpointRepository,
 
 
 def _reexec_lean(pid: int, command: list[str]) -> None:
-    env = dict(os.environ, **{HANDOVER: json.dumps({"pid": pid, "command": command})})
+    state = {"pid": pid, "command": command, "sigterm_arrived_at": sigterm_arrived_at()}
+    env = dict(os.environ, **{HANDOVER: json.dumps(state)})
     argv = [sys.executable, "-m", "crikpy", *sys.argv[1:]]
     try:
         os.execve(sys.executable, argv, env)
@@ -136,6 +139,8 @@ def _reexec_lean(pid: int, command: list[str]) -> None:
 
 def _taken_over(handover: str) -> tuple[int, list[str]]:
     state = json.loads(handover)
+    if state.get("sigterm_arrived_at") is not None:
+        sigterm_seen_before_exec(float(state["sigterm_arrived_at"]))
     return int(state["pid"]), [str(a) for a in state["command"]]
 
 

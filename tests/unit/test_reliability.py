@@ -513,6 +513,31 @@ def test_item6_deadline_counts_from_a_pending_sigterms_arrival():
     assert float(remaining) <= 8.1  # 10 s grace, 1 s reserve, 1 s already gone
 
 
+def test_item6_a_sigterms_arrival_outlives_the_lean_re_exec(tmp_path):
+    # crikpy restores (or starts) with the S3 libraries loaded, then re-executes itself without
+    # them. A SIGTERM seen pending before that exec stays pending across it; its arrival time
+    # must too, or the final checkpoint counts its deadline from after the exec.
+    code = (
+        "import os, signal, subprocess, sys, time\n"
+        "from crikpy import deadline, entrypoint\n"
+        "child = subprocess.Popen(['sleep', '100'])\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "assert deadline.sigterm_arrived_at() is not None\n"  # seen during the restore
+        "time.sleep(2.0)\n"  # the rest of the restore
+        f"sys.argv = ['crikpy', 'run', '--store', 'file://{tmp_path}/store', '--name', 'app', "
+        f"'--work-dir', '{tmp_path}/work', '--grace-period', '10', '--', 'sleep', '100']\n"
+        "entrypoint._reexec_lean(child.pid, ['sleep', '100'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env)
+    [started] = [json.loads(x) for x in out.stderr.splitlines() if "checkpoint.started" in x]
+    # 10 s grace less its reserve, and 2 s already gone before the exec
+    assert started["seconds_left"] <= 10 - deadline_mod.reserve(10) - 2 + 0.2, out.stderr
+    assert out.returncode == 143, out.stderr  # the checkpoint fails here; the workload stops
+
+
 def test_item6_a_sigterm_during_a_periodic_checkpoint_interrupts_it():
     code = (
         "import os, signal\n"
