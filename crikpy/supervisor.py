@@ -10,11 +10,11 @@ Signal rules (tini's, plus one):
   and gets the SIGTERM, so it shuts down as if crikpy were not there. DECLINED (no checkpoint
   wanted for this stop): the SIGTERM is forwarded. This happens once; later SIGTERMs are
   forwarded.
-- Between signals, `on_tick(pid)` runs every half second (notices, periodic checkpoints). When it
-  returns True, a checkpoint was committed ahead of node loss with the tree left frozen: the tree
-  is killed and crikpy waits for its own SIGTERM, then exits 0; if none comes within
-  `notice_wait` seconds (the node was not reclaimed after all), it exits 0 anyway, so the
-  container restarts and restores.
+- Between signals, `on_tick(pid)` runs every half second (notices, periodic checkpoints), however
+  often signals come. When it returns True, a checkpoint was committed ahead of node loss with
+  the tree left frozen: the tree is killed and crikpy waits for its own SIGTERM, then exits 0;
+  if none comes within `notice_wait` seconds (the node was not reclaimed after all), it exits 0
+  anyway, so the container restarts and restores.
 - A callback that raises is a failed checkpoint, whatever the error: the tree is let run on
   (SIGCONT) and a SIGTERM is forwarded. PID 1 never dies of its own error while the workload lives.
 - Every other catchable signal goes to the workload's root process unchanged, except SIGPIPE
@@ -126,16 +126,20 @@ def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
     on_tick = on_tick and _guarded(on_tick, False, _log)
     checkpoint_wanted = on_sigterm is not None
     forwarded_term = False
+    next_tick = time.monotonic() + TICK_SECONDS
     while True:
         if on_tick is None:
             info = signal.sigwaitinfo(WAITED)
         else:
-            info = signal.sigtimedwait(WAITED, TICK_SECONDS)
-            if info is None:
+            # Ticks keep their time however often signals come (a SIGCHLD per exiting helper).
+            if time.monotonic() >= next_tick:
                 if on_tick(pid):
                     _end_frozen_tree(pid)
                     _log.info("workload.stopped", reason="checkpoint committed ahead of node loss")
                     return _wait_for_own_sigterm(notice_wait, _log)
+                next_tick = time.monotonic() + TICK_SECONDS
+            info = signal.sigtimedwait(WAITED, max(0.0, next_tick - time.monotonic()))
+            if info is None:
                 continue
         sig = info.si_signo
         if sig in _RAISED_BY_OWN_WRITES and info.si_pid == os.getpid():
@@ -194,9 +198,17 @@ def _wait_for_own_sigterm(timeout: float, _log) -> Outcome:
 def _forward(pid: int, sig: int, _log) -> None:
     try:
         os.kill(pid, sig)
-        _log.info("signal.forwarded", signal=signal.Signals(sig).name)
     except ProcessLookupError:
-        pass
+        return
+    _log.info("signal.forwarded", signal=signal_name(sig))
+
+
+def signal_name(sig: int) -> str:
+    """`SIGTERM`; a real-time signal, which has no name of its own, as `SIGRTMIN+3`."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
 
 
 def _reap_all(root: int) -> int | None:
