@@ -285,6 +285,7 @@ def _one_line(error: Exception) -> str:
 
 
 def main() -> None:
+    _open_missing_std_fds()
     log.configure()
     try:
         code = cli.main(prog_name="crikpy", standalone_mode=False)
@@ -294,15 +295,27 @@ def main() -> None:
         e.show()
         code = USAGE_EXIT_CODE
     except CrikpyError as e:
-        click.echo(f"crikpy: error: {_one_line(e)}", err=True)
+        log.line(f"crikpy: error: {_one_line(e)}")
         code = e.exit_code
     except Exception as e:  # noqa: BLE001  (a bug: one line and the traceback in the log)
         log.get().error("crikpy.internal_error", error=f"{type(e).__name__}: {e}",
                         exc_info=True)
-        click.echo(f"crikpy: internal error: {type(e).__name__}: {_one_line(e)}; this is a bug "
-                   "in crikpy, please report it with the log", err=True)
+        log.line(f"crikpy: internal error: {type(e).__name__}: {_one_line(e)}; this is a bug "
+                 "in crikpy, please report it with the log")
         code = INTERNAL_EXIT_CODE
+    log.drain()
     sys.exit(code or 0)
+
+
+def _open_missing_std_fds() -> None:
+    """A closed fd 0, 1 or 2 becomes /dev/null: otherwise the next file crikpy opens would take
+    its number, and log lines (or the workload's output) would land in it."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ def _reexec_lean(pid: int, command: list[str]) -> None:
     state = {"pid": pid, "command": command, "sigterm_arrived_at": sigterm_arrived_at()}
     env = dict(os.environ, **{HANDOVER: json.dumps(state)})
     argv = [sys.executable, "-m", "crikpy", *sys.argv[1:]]
+    log.drain()
     try:
         os.execve(sys.executable, argv, env)
     except OSError as e:

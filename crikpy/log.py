@@ -2,11 +2,19 @@
 
 Events are nouns with key/value context (`checkpoint.dumped bytes=... seconds=...`), one per step.
 crikpy logs to stderr so the workload's own stdout stays untouched in `kubectl logs`.
+
+PID 1 never waits on its log: when stderr is a pipe (a container's log), crikpy writes to a
+non-blocking description of its own, so a log shipper that stops reading holds lines back (up
+to 1 MiB, then drops them and says how many) instead of stopping signal forwarding.
 """
 
+import json
 import logging
+import os
 import re
 import resource
+import select
+import stat
 import sys
 import threading
 import time
@@ -39,7 +47,7 @@ def _printable(_logger, _name, event: dict) -> dict:
 
 
 def configure(level: str = "info") -> None:
-    if sys.stderr.isatty():
+    if os.isatty(2):
         rendering = [_printable, structlog.dev.ConsoleRenderer(colors=False)]
     else:  # a traceback becomes a field of its one JSON line, never lines of its own
         rendering = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
@@ -52,23 +60,112 @@ def configure(level: str = "info") -> None:
             *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=lambda *args: _LineLogger(sys.stderr),
+        logger_factory=lambda *args: _LineLogger(),
         cache_logger_on_first_use=False,
     )
 
 
-class _LineLogger(structlog.PrintLogger):
-    """Writes each line to stderr; a line that cannot be written (the log collector is gone:
-    EPIPE) is lost, never an error. PID 1 must outlive its log."""
+class _LineLogger:
+    """structlog's logger: each rendered event is one line for the sink."""
 
     def msg(self, message: str) -> None:
-        try:
-            super().msg(message)
-        except (OSError, ValueError):  # ValueError: the file was closed
-            pass
+        _sink().write(message.encode(errors="backslashreplace") + b"\n")
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
+
+
+class _Sink:
+    """Log lines to fd 2, never blocking for long. A line that cannot be written now waits in
+    `pending` (at most HELD_BYTES) for the next write; beyond that it is dropped and counted.
+    A reader that is gone (EPIPE) loses the lines, never raises: PID 1 outlives its log."""
+
+    HELD_BYTES = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.fd = _nonblocking_stderr()
+        self.pending = bytearray()
+        self.dropped = 0
+        self.lock = threading.Lock()
+
+    def write(self, line: bytes) -> None:
+        if sys.stderr is not None and sys.stderr is not sys.__stderr__:
+            sys.stderr.write(line.decode())  # redirected in-process (click's test runner)
+            return
+        with self.lock:
+            if self.fd is None:
+                return
+            self._flush()
+            if len(self.pending) + len(line) > self.HELD_BYTES:
+                self.dropped += 1
+                return
+            if self.dropped and not self.pending:
+                self.pending += json.dumps({"event": "log.lines_dropped", "lines": self.dropped,
+                                            "reason": "the log's reader fell behind"}).encode()
+                self.pending += b"\n"
+                self.dropped = 0
+            self.pending += line
+            self._flush()
+
+    def _flush(self) -> None:
+        while self.pending:
+            # Whole lines, at most PIPE_BUF bytes at a time: a pipe takes such a write whole or
+            # not at all, so a reader never sees a torn line (unless one line is longer).
+            end = self.pending.rfind(b"\n", 0, select.PIPE_BUF) + 1 or len(self.pending)
+            try:
+                written = os.write(self.fd, self.pending[:end])
+            except BlockingIOError:
+                return
+            except OSError:  # EPIPE, EBADF: nobody will read these
+                self.pending.clear()
+                return
+            del self.pending[:written]
+
+    def drain(self, seconds: float) -> None:
+        """Wait up to `seconds` for held lines to be written (before exiting or re-executing)."""
+        ends = time.monotonic() + seconds
+        with self.lock:
+            while self.fd is not None and self.pending and time.monotonic() < ends:
+                poller = select.poll()
+                poller.register(self.fd, select.POLLOUT)
+                poller.poll(max(1, int((ends - time.monotonic()) * 1000)))
+                self._flush()
+
+
+def _nonblocking_stderr() -> int | None:
+    """fd 2, or, when it is a pipe, a non-blocking open file description of that pipe: setting
+    O_NONBLOCK on fd 2 itself would change the workload's stderr too, which shares it."""
+    try:
+        mode = os.fstat(2).st_mode
+    except OSError:
+        return None  # started without stderr
+    if stat.S_ISFIFO(mode):
+        try:
+            return os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            pass
+    return 2
+
+
+_the_sink: _Sink | None = None
+
+
+def _sink() -> _Sink:
+    global _the_sink
+    if _the_sink is None:
+        _the_sink = _Sink()
+    return _the_sink
+
+
+def line(text: str) -> None:
+    """A line for people on stderr (the one-line error at exit), in order with the log's."""
+    _sink().write(text.encode(errors="backslashreplace") + b"\n")
+
+
+def drain(seconds: float = 1.0) -> None:
+    """Give held log lines up to `seconds` to reach the log, as crikpy exits or re-executes."""
+    if _the_sink is not None:
+        _the_sink.drain(seconds)
 
 
 def get(component: str = "crikpy"):

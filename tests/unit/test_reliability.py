@@ -175,6 +175,95 @@ def test_item1_pid1_outlives_its_log_going_away(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+RT_WORKLOAD = r"""
+import os, signal, sys, time
+for s in range(signal.SIGRTMIN, signal.SIGRTMAX + 1):
+    signal.signal(s, lambda sig, _: print("got", sig, flush=True))
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+print("ready", os.getpid(), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_item1_real_time_signals_are_forwarded_and_pid1_lives(tmp_path):
+    run = Run(tmp_path, sys.executable, "-c", RT_WORKLOAD)
+    workload = int(run.readline().split()[1])
+    try:
+        for sig in (signal.SIGRTMIN, signal.SIGRTMIN + 1, signal.SIGRTMAX - 1, signal.SIGRTMAX):
+            run.proc.send_signal(sig)
+            assert run.readline() == f"got {int(sig)}"
+            time.sleep(0.3)
+            assert run.proc.poll() is None, f"PID 1 died ({run.proc.returncode})"
+        run.proc.send_signal(signal.SIGINT)  # not handled: the workload dies of it
+        code, _ = run.finish()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(workload, signal.SIGKILL)
+    assert code == 128 + signal.SIGINT, run.stderr
+    assert [e["signal"] for e in run.event("signal.forwarded")][:2] == ["SIGRTMIN", "SIGRTMIN+1"]
+
+
+def test_item1_a_log_reader_that_stalls_does_not_stall_pid1(tmp_path):
+    """The container log's reader stops reading (a stuck log shipper): crikpy's log lines are
+    held back or dropped, but signals are still forwarded and the exit code is the workload's.
+    Before: PID 1 sat in write() once the pipe was full and never forwarded the SIGTERM."""
+    read_end, write_end = os.pipe()  # nobody reads read_end
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crikpy", "run", "--store", f"file://{tmp_path / 'store'}",
+         "--name", "app", "--work-dir", str(tmp_path / "work"), "--pid-floor", "0",
+         "--checkpoint-on", "never", "--", sys.executable, "-c", WORKLOAD],
+        stdout=subprocess.PIPE, stderr=write_end, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")})
+    os.close(write_end)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        for _ in range(3000):  # each forward logs a line: far more than a pipe holds
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.0005)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        assert code == 0  # the workload's own exit on SIGTERM
+    finally:
+        proc.kill()
+        with os.fdopen(read_end, "rb") as log_pipe:  # the reader catches up (the lines held
+            lines = log_pipe.read().decode().splitlines()  # after exit are lost)
+    assert lines and all(json.loads(line)["event"] for line in lines)  # none torn
+
+
+def test_item1_started_with_stderr_closed_the_workload_still_runs(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "crikpy", "run", "--store", f"file://{tmp_path / 'store'}",
+         "--name", "app", "--work-dir", str(tmp_path / "work"), "--pid-floor", "0",
+         "--", "sh", "-c", "echo ran; exit 5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60,
+        preexec_fn=lambda: os.close(2),
+        env={k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")})
+    assert (proc.returncode, proc.stdout) == (5, "ran\n")
+
+
+@pytest.mark.parametrize("busy", ["signals forwarded every 0.2 s", "orphans exiting every 0.2 s"])
+def test_item1_periodic_checkpoints_keep_their_time_under_a_steady_trickle_of_signals(tmp_path,
+                                                                                     busy):
+    """Before: the tick ran only after half a second without any signal, so a workload whose
+    helpers exit often (each a SIGCHLD), or one that is signalled often, never got a periodic or
+    notice checkpoint."""
+    orphans = "while :; do (sleep 0.01 &); sleep 0.2; done"
+    run = Run(tmp_path, "sh", "-c", orphans if busy.startswith("orphans") else "exec sleep 60",
+              extra=["--checkpoint-interval", "1s"])
+    try:
+        ends = time.monotonic() + 5
+        while time.monotonic() < ends:
+            if busy.startswith("signals"):
+                run.proc.send_signal(signal.SIGWINCH)
+            time.sleep(0.2)
+    finally:
+        run.proc.send_signal(signal.SIGTERM)
+        run.finish()
+    periodic = [e for e in run.event("checkpoint.started") if e["reason"] == "periodic"]
+    assert len(periodic) >= 3, run.stderr  # about 4 in 5 s at a 1 s interval
+
+
 # 2. The workload starts as under tini: default dispositions, empty mask; its own IPC namespace
 
 def test_item2_workload_starts_with_default_signal_dispositions_and_empty_mask(tmp_path):
