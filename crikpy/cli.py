@@ -26,7 +26,8 @@ EPILOG = ("Exit codes: the workload's own (128+N when signal N killed it) for `r
 
 
 # A declared setting's kind, as click reads it; kinds not here are text until resolve() reads them.
-_CLICK_TYPES = {"int": int, "seconds": float, "path": click.Path(path_type=Path)}
+_CLICK_TYPES = {"int": int, "seconds": float,  # crikpy reads paths itself, with its own errors
+                "path": click.Path(path_type=Path, readable=False)}
 
 
 def _option(s: settings_table.Setting):
@@ -274,9 +275,14 @@ def release(config_file, checkpoint_id, **given):
 
     Its failed-attempt count is reset. It becomes the latest checkpoint unless a newer one is.
     """
-    became_latest = _repo(config_file, given).release(checkpoint_id)
-    click.echo(f"released {checkpoint_id}" + ("; it is the latest checkpoint" if became_latest
-                                              else "; a newer checkpoint stays latest"))
+    from crikpy.checkpoint.commit import (NOT_QUARANTINED, RELEASED_LATEST,  # noqa: PLC0415
+                                          RELEASED_NOT_LATEST)
+
+    outcome = _repo(config_file, given).release(checkpoint_id)
+    click.echo({RELEASED_LATEST: f"released {checkpoint_id}; it is the latest checkpoint",
+                RELEASED_NOT_LATEST: f"released {checkpoint_id}; a newer checkpoint stays latest",
+                NOT_QUARANTINED: f"{checkpoint_id} was not quarantined; its failed attempts are "
+                                 "reset, the latest pointer is left as it is"}[outcome])
 
 
 def _one_line(error: Exception) -> str:

@@ -21,6 +21,7 @@ import yaml
 
 from crikpy.checkpoint.manifest import additional_paths_fault
 from crikpy.errors import ConfigError
+from crikpy.files import UnfitFile, read_small
 from crikpy.settings_table import (AFTER_FAILED_CHECKPOINT, BY_FIELD, CHECKPOINT_ON, COMPRESSION,
                                    CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH, IPC_NAMESPACES,
                                    LOG_LEVELS, MAX_RESTORE_ATTEMPTS, NODE_STATE_SOURCES,
@@ -199,13 +200,15 @@ _CRIK_IMAGE_DIR = "imageDir"
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     """The config file's values as Settings field names; {} when an optional file is absent."""
     try:
-        text = path.read_text()
+        text = read_small(path).decode()
     except FileNotFoundError:
         if required:
             raise ConfigError(f"config file {path} does not exist; create it or drop --config")
         return {}
     except OSError as e:
         raise ConfigError(f"config file {path} cannot be read: {e.strerror}")
+    except UnfitFile as e:
+        raise ConfigError(f"config file {path} {e}; give --config a YAML file")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8 YAML")
     try:
@@ -263,6 +266,9 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
     ($KUBERNETES_NODE_NAME or $NODE_NAME) and the in-cluster API server.
     """
     env = env or {}
+    for setting in SETTINGS:  # "" is not "unset": an empty key file name would mean no key
+        if setting.env and env.get(setting.env) == "" and given.get(setting.field) in (None, ()):
+            raise ConfigError(f"{setting.env} is set but empty; give it a value or unset it")
     merged: dict[str, Any] = {}
     for field, value in (
         ("name", env.get("HOSTNAME")),
@@ -305,6 +311,7 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
     return settings
 
 
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MAX_SECONDS = 30 * 86400  # a duration beyond it is a typo, and overflows timers (time_t)
 
 
@@ -321,8 +328,20 @@ def _check_each_value(s: Settings) -> None:
         if setting.kind in ("seconds", "duration") and value > MAX_SECONDS:
             raise ConfigError(f"{setting.names} must be at most {MAX_SECONDS} seconds (30 days), "
                               f"got {value:g}")
+        if setting.choices:
+            for v in strings:
+                if v not in setting.choices:
+                    raise ConfigError(f"{setting.label} '{v}' is not one of "
+                                      f"{', '.join(map(str, setting.choices))}; it is set by "
+                                      f"{setting.names}")
         if setting.field.endswith("_url") or setting.field == "store":
-            parts = urllib.parse.urlsplit(value)
+            try:
+                parts = urllib.parse.urlsplit(value)
+                parts.port  # noqa: B018  (raises for a port out of range)
+            except ValueError as e:
+                raise ConfigError(f"{setting.names} is not a URL ({e}): '{value}'") from None
+            if any(c.isspace() for c in value):
+                raise ConfigError(f"{setting.names} holds white space: '{value}'")
             if "@" in parts.netloc:
                 raise ConfigError(f"{setting.names} holds credentials (user:password@), which "
                                   "would show in logs and errors; take them out of the URL "
@@ -347,6 +366,10 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"store '{s.store}' has an unknown scheme; use file:///path or s3://bucket/prefix"
         )
+    bucket = urllib.parse.urlsplit(s.store).netloc
+    if s.store.startswith("s3://") and not _BUCKET_RE.fullmatch(bucket):
+        raise ConfigError(f"store '{s.store}': '{bucket}' is not an S3 bucket name (3 to 63 "
+                          "lowercase letters, digits, '.' and '-'); use s3://bucket/prefix")
     if s.on_restore_failure not in RESTORE_FAILURE_POLICIES:
         raise ConfigError(
             f"on-restore-failure '{s.on_restore_failure}' is not one of "

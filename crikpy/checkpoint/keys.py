@@ -17,6 +17,7 @@ import hmac
 from pathlib import Path
 
 from crikpy.errors import ConfigError
+from crikpy.files import UnfitFile, read_small
 
 KEY_BYTES = 32
 KEY_ID_BYTES = 8
@@ -54,10 +55,13 @@ class KeyRing:
 def load(path: str | Path) -> KeyRing:
     """The keys in `path`; ConfigError naming the line for anything else."""
     try:
-        text = Path(path).read_text()
+        text = read_small(path, limit=64 * 1024).decode()
     except OSError as e:
         raise ConfigError(f"encryption key file {path} cannot be read: {e.strerror}; check "
                           f"{SETTING} and the Secret mounted there") from e
+    except UnfitFile as e:
+        raise ConfigError(f"encryption key file {path} {e}; check {SETTING} and the Secret "
+                          "mounted there") from None
     except UnicodeDecodeError:
         raise ConfigError(f"encryption key file {path} is not text; write one base64 key per "
                           "line") from None

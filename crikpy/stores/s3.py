@@ -20,6 +20,7 @@ miss, and the uploads of a crikpy killed mid-checkpoint, `sweep` aborts at a lat
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
 import datetime
 import hashlib
@@ -41,6 +42,7 @@ from botocore.config import Config
 from crikpy import log
 from crikpy.deadline import Deadline, DeadlineExceeded
 from crikpy.errors import ConfigError, CrikpyError, StoreError
+from crikpy.files import UnfitFile, read_small
 from crikpy.stores.base import (CHUNK, Digest, MissingObject, PreconditionFailed, Progress, Sink,
                                 Source, Versioned, as_sink, as_source, local_write_error)
 
@@ -110,17 +112,37 @@ class S3Options:
         return args
 
 
+def _check_credentials_file(path: str) -> None:
+    """ConfigError naming the file unless it holds the profile crikpy will use, with both keys:
+    botocore would otherwise fail later, with an error that does not name it."""
+    profile = os.environ.get("AWS_PROFILE", "default")
+    hint = ("check --s3-credentials-file and the Secret mounted there; it needs "
+            f"[{profile}] with aws_access_key_id and aws_secret_access_key")
+    try:
+        text = read_small(path, limit=64 * 1024).decode()
+        parser = configparser.RawConfigParser()
+        parser.read_string(text)
+    except OSError as e:
+        raise ConfigError(f"s3 credentials file {path} cannot be read: {e.strerror}; {hint}")
+    except UnfitFile as e:
+        raise ConfigError(f"s3 credentials file {path} {e}; {hint}") from None
+    except (UnicodeDecodeError, configparser.Error) as e:
+        reason = str(e).splitlines()[0].rstrip(".")
+        raise ConfigError(f"s3 credentials file {path} is not an AWS credentials file "
+                          f"({reason}); {hint}") from None
+    if not (parser.has_option(profile, "aws_access_key_id")
+            and parser.has_option(profile, "aws_secret_access_key")):
+        raise ConfigError(f"s3 credentials file {path} lacks a key; {hint}")
+
+
 class S3Store:
     def __init__(self, bucket: str, prefix: str, options: S3Options) -> None:
         self.bucket, self.prefix, self.options = bucket, prefix.strip("/"), options
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         core = botocore.session.Session()
         if options.credentials_file:
-            if not os.access(options.credentials_file, os.R_OK):
-                raise ConfigError(f"s3 credentials file {options.credentials_file} cannot be "
-                                  "read; check --s3-credentials-file and the Secret mounted there")
+            _check_credentials_file(options.credentials_file)
             core.set_config_variable("credentials_file", options.credentials_file)
-        self._session = boto3.session.Session(botocore_session=core)
         config = Config(
             region_name=options.region,
             s3={"addressing_style": "path" if options.path_style else "auto"},
@@ -130,8 +152,13 @@ class S3Store:
             read_timeout=options.read_timeout,
             max_pool_connections=options.concurrency + 4,
         )
-        self._client = self._session.client("s3", endpoint_url=options.endpoint_url,
-                                            config=config)
+        try:
+            self._session = boto3.session.Session(botocore_session=core)
+            self._client = self._session.client("s3", endpoint_url=options.endpoint_url,
+                                                config=config)
+        except (botocore.exceptions.BotoCoreError, ValueError) as e:
+            raise ConfigError(f"no S3 client for {self.url}: {e}; check --s3-region and "
+                              "--s3-endpoint-url") from None
         self._conditional_writes: bool | None = None  # None: not probed yet
         self._log = log.get().bind(store=self.url)
         self._parts = threading.BoundedSemaphore(options.concurrency)  # the memory budget
