@@ -46,9 +46,15 @@ class Migrator:
         path = self.settings.work_dir / label
         try:
             shutil.rmtree(path, ignore_errors=True)
-            self.settings.work_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.settings.work_dir, 0o700)  # dumps and downloads are the whole memory
+            try:
+                self.settings.work_dir.mkdir(parents=True)
+                os.chmod(self.settings.work_dir, 0o700)
+            except FileExistsError:
+                pass  # the operator's directory (a volume, or /tmp) keeps its mode
+            # Dumps and downloads are the whole memory: their own directory is 0700, whatever
+            # its parent's mode.
             path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)
         except OSError as e:
             raise NodeFault(f"cannot make {path} in the work dir: {e.strerror}; set --work-dir "
                             "to a writable directory") from e

@@ -49,6 +49,8 @@ from crikpy.stores.base import LocalFile, Stream, as_sink
 COMMITTED, QUARANTINED, INCOMPLETE, CORRUPT = "committed", "quarantined", "incomplete", "corrupt"
 NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
 ENCRYPTED = "encrypted"  # sealed with a key this process does not hold
+# what `release` did
+RELEASED_LATEST, RELEASED_NOT_LATEST, NOT_QUARANTINED = "latest", "not latest", "not quarantined"
 _ABSENT = ""  # pointer version meaning "no pointer object yet"
 _GARBLED = "<garbled>"  # what a pointer that could not be read names, until it is rewritten
 _UNREAD = "<unread>"
@@ -98,6 +100,10 @@ class CheckpointRepository:
 
     # keys
     def _ckpt(self, ckpt_id: str) -> str:
+        if not is_id(ckpt_id):  # an operator's typo, or a store's garbage: never a key
+            raise CheckpointNotFound(f"'{ckpt_id[:80]}' is not a checkpoint id (they look like "
+                                     "20261122T142301.123Z-1a2b3c4d); see `crikpy checkpoints "
+                                     "list`")
         return f"{self.prefix}/checkpoints/{ckpt_id}"
 
     @property
@@ -348,8 +354,14 @@ class CheckpointRepository:
         base = f"{self.prefix}/checkpoints/"
         for key in self.store.list(base, deadline=deadline):
             ckpt_id, _, rest = key[len(base):].partition("/")
-            keys_by_id.setdefault(ckpt_id, set()).add(rest)
-        latest = self._read_pointer(deadline)
+            if is_id(ckpt_id):  # anything else there is not crikpy's
+                keys_by_id.setdefault(ckpt_id, set()).add(rest)
+        try:
+            latest = self._read_pointer(deadline)
+        except CorruptCheckpoint as e:  # the checkpoints are still worth listing
+            self._log.warning("latest.garbled", problem=str(e),
+                              consequence="the next start clears it and starts cold")
+            latest = None
         infos = []
         for ckpt_id in sorted(keys_by_id):
             infos.append(self._info(ckpt_id, keys_by_id[ckpt_id], latest, deadline))
@@ -420,20 +432,25 @@ class CheckpointRepository:
             raise ConfigError(older[-1].reason)
         return older[-1].id if older else None
 
-    def release(self, ckpt_id: str) -> bool:
-        """Take a checkpoint out of quarantine; it becomes latest unless a newer one is.
+    def release(self, ckpt_id: str) -> str:
+        """Take a checkpoint out of quarantine and reset its failed attempts; a released one
+        becomes latest unless a newer one is. One that was not quarantined only has its
+        attempts reset: the pointer may have left it on purpose (the workload ended after it).
 
-        Returns whether it became latest.
+        Returns RELEASED_LATEST, RELEASED_NOT_LATEST or NOT_QUARANTINED.
         """
         self.manifest(ckpt_id)  # it must exist and read as a committed checkpoint
         base = self._ckpt(ckpt_id)
-        self.store.delete(f"{base}/quarantine.json")
+        latest = self._read_pointer()  # before any change: a garbled pointer changes nothing
+        was_quarantined = self.quarantined(ckpt_id)
         self.store.delete(f"{base}/attempts.json")
-        latest = self._read_pointer()
+        if not was_quarantined:
+            return NOT_QUARANTINED
+        self.store.delete(f"{base}/quarantine.json")
         if latest is None or latest < ckpt_id:
             self.point_at(ckpt_id, reason=f"checkpoint {ckpt_id} released from quarantine")
-            return True
-        return False
+            return RELEASED_LATEST
+        return RELEASED_LATEST if latest == ckpt_id else RELEASED_NOT_LATEST
 
     def quarantine(self, ckpt_id: str, reason: str, restore_log: bytes | None = None) -> None:
         """Set a checkpoint aside so no start tries it again; the pointer stops naming it."""

@@ -151,6 +151,9 @@ class FileStore:
         path = self._path(key)
         try:
             path.unlink(missing_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot delete {key} from {self.url}: {e.strerror}") from e
+        try:
             # Empty directories would pile up one per checkpoint; prune them back to the root.
             for parent in path.parents:
                 if parent == self.root or not parent.is_relative_to(self.root):
