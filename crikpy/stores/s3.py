@@ -253,6 +253,13 @@ class S3Store:
             code = _code(e)
             if code == "PreconditionFailed":
                 return PreconditionFailed(f"{what}: the object changed meanwhile")
+            if code in ("", "404", "NotFound") and _status(e) == 404 \
+                    and e.operation_name != "HeadObject":
+                # S3 names every 404 but a HEAD's (which has no body); a bare one is another
+                # web server, whose 404s must not read as "no checkpoint here".
+                return StoreError(f"{what}: {self.options.endpoint_url or 'the endpoint'} "
+                                  "answered 404 with no S3 error code: it is not an S3 server; "
+                                  "check --s3-endpoint-url")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return MissingObject(f"{what}: no such object in {self.url}")
             hint = _PERMANENT_HINTS.get(code, "")

@@ -7,11 +7,12 @@ or quietly store checkpoints in the clear.
 
 from __future__ import annotations
 
-import json
+import http.server
 import os
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -175,3 +176,41 @@ def test_a_server_side_encryption_choice_is_checked_with_the_other_settings(tmp_
                  f"file://{tmp_path / 'store'}", "--config", str(config))
     assert out.returncode == 172, out.stderr
     assert "s3SSE" in _one_line(out)
+
+
+class _NotS3(http.server.BaseHTTPRequestHandler):
+    """A web server that is not S3 (a wrong --s3-endpoint-url): 404 with an HTML page, as
+    `python -m http.server` answers (not XML: botocore then reports the bare status)."""
+
+    def _not_found(self):
+        body = b'<!DOCTYPE HTML>\n<html><head><meta charset="utf-8"></head>Not Found</html>\n'
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _not_found
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("command", ["list", "run"])
+def test_an_endpoint_that_is_not_s3_is_a_store_error_not_an_empty_store(tmp_path, command):
+    # A real web server on 127.0.0.1 that is not S3: a start must not take its 404s for "no
+    # checkpoint" and cold-start over the checkpoint the real store holds.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = ["--name", "app", "--store", "s3://bucket/p",
+             "--s3-endpoint-url", f"http://127.0.0.1:{server.server_port}"]
+    args = (["checkpoints", "list", *store] if command == "list" else
+            ["run", *store, "--work-dir", str(tmp_path / "work"), "--pid-floor", "0", "--",
+             "true"])
+    try:
+        out = crikpy(*args, env={"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"})
+    finally:
+        server.shutdown()
+    assert out.returncode == 173, out.stderr
+    assert "not an S3" in _one_line(out)
