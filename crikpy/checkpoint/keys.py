@@ -55,7 +55,7 @@ class KeyRing:
 def load(path: str | Path) -> KeyRing:
     """The keys in `path`; ConfigError naming the line for anything else."""
     try:
-        text = read_small(path, limit=64 * 1024).decode()
+        text = read_small(path, limit=64 * 1024).decode("utf-8-sig")  # a BOM is no key
     except OSError as e:
         raise ConfigError(f"encryption key file {path} cannot be read: {e.strerror}; check "
                           f"{SETTING} and the Secret mounted there") from e

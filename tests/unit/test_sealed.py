@@ -186,6 +186,9 @@ def test_key_file_format(tmp_path):
             keys.load(bad)
     with pytest.raises(ConfigError, match="cannot be read"):
         keys.load(tmp_path / "absent")
+    windows = tmp_path / "notepad"  # a byte-order mark and CRLF, as Windows editors save
+    windows.write_bytes(b"\xef\xbb\xbf" + base64.b64encode(K1) + b"\r\n")
+    assert keys.load(windows).keys == (K1,)
 
 
 def test_the_manifest_records_key_ids_never_keys(store, tmp_path):
