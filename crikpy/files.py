@@ -23,7 +23,7 @@ def read_small(path: str | Path, limit: int = MAX_BYTES) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnfitFile(f"is {_kind(st.st_mode)}, not a regular file")
+            raise UnfitFile(f"is a {kind(st.st_mode)}, not a regular file")
         chunks, size = [], 0
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
@@ -35,7 +35,8 @@ def read_small(path: str | Path, limit: int = MAX_BYTES) -> bytes:
         os.close(fd)
 
 
-def _kind(mode: int) -> str:
-    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-            else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+def kind(mode: int) -> str:
+    """What a file that is not a regular file is, for an error: `FIFO`, `socket`, ..."""
+    return ("directory" if stat.S_ISDIR(mode) else "FIFO" if stat.S_ISFIFO(mode)
+            else "socket" if stat.S_ISSOCK(mode)
+            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")

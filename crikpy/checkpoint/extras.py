@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 
 from crikpy import log
 from crikpy.errors import ConfigError, CorruptCheckpoint, NodeFault
+from crikpy.files import kind
 from crikpy.settings import normal_path
 
 ARCHIVE = "extra.tar"  # the file holding additional paths, inside a checkpoint
@@ -70,13 +71,8 @@ def check_savable(paths: Iterable[str]) -> None:
         for entry, st in _walk(path):
             if not any(is_kind(st.st_mode) for is_kind in _SAVABLE):
                 raise ConfigError(
-                    f"additional path {entry} is a {_kind(st.st_mode)}, which a checkpoint cannot "
+                    f"additional path {entry} is a {kind(st.st_mode)}, which a checkpoint cannot "
                     "carry; list only files, directories and symlinks in additionalPaths")
-
-
-def _kind(mode: int) -> str:
-    return ("socket" if stat.S_ISSOCK(mode) else "FIFO" if stat.S_ISFIFO(mode)
-            else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
 
 
 def pack(paths: Iterable[str], archive: Path) -> list[str]:
@@ -92,7 +88,7 @@ def pack(paths: Iterable[str], archive: Path) -> list[str]:
                     tar.add(entry, arcname=entry.lstrip("/"), recursive=False)
                 else:
                     skipped.append(entry)
-                    _log.warning("additional_path.skipped", path=entry, kind=_kind(st.st_mode))
+                    _log.warning("additional_path.skipped", path=entry, kind=kind(st.st_mode))
     return skipped
 
 
