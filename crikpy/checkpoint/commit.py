@@ -249,7 +249,6 @@ class CheckpointRepository:
         files.sort(key=lambda f: f.path)
         encryption = None if self.keys is None else encryption_record(self.keys.sealing_id)
         manifest = Manifest(id=ckpt_id, files=files, encryption=encryption, **describe)
-        _check_reads_back(manifest)
         self._log.info("checkpoint.uploaded", id=ckpt_id, files=len(files),
                        bytes=manifest.total_bytes, seconds=watch.elapsed(),
                        mb_per_s=progress.rate())
@@ -289,6 +288,7 @@ class CheckpointRepository:
 
     def _write_manifest(self, manifest: Manifest, deadline: Deadline | None) -> None:
         key, body = f"{self._ckpt(manifest.id)}/manifest.json", manifest.to_json()
+        _check_reads_back(manifest.id, body)
         if self.keys is not None:
             body = seal_bytes(body, self.keys, self._binding(manifest.id, "manifest.json"))
         try:
@@ -520,13 +520,13 @@ def _each_at_once(fn: Callable[[T], R], items: list[T]) -> list[R]:
         return [future.result() for future in futures]
 
 
-def _check_reads_back(manifest: Manifest) -> None:
+def _check_reads_back(ckpt_id: str, body: bytes) -> None:
     """A manifest its own reader would refuse is a failed checkpoint, not a committed one that
     the next start quarantines: the workload then gets its SIGTERM and shuts down cleanly."""
     try:
-        Manifest.from_json(manifest.to_json(), where=manifest.id)
+        Manifest.from_json(body, where=ckpt_id)
     except CrikpyError as e:
-        raise CorruptCheckpoint(f"checkpoint {manifest.id}: its manifest would not read back "
+        raise CorruptCheckpoint(f"checkpoint {ckpt_id}: its manifest would not read back "
                                 f"({e}); not committing") from None
 
 
