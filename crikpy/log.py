@@ -69,7 +69,7 @@ class _LineLogger:
     """structlog's logger: each rendered event is one line for the sink."""
 
     def msg(self, message: str) -> None:
-        _sink().write(message.encode(errors="backslashreplace") + b"\n")
+        line(message)
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
