@@ -50,4 +50,5 @@ PY
     rm -rf "$wheels"
 fi
 
+bash tests/harness/kube-build.sh >/dev/null  # Kubernetes and etcd from Go modules, once
 bash tests/harness/base-image.sh
