@@ -1,21 +1,19 @@
 """HTTP servers on 127.0.0.1 that answer like the node-state sources crikpy asks.
 
-No Kubernetes API server or cloud metadata service can run here, so these stand in for them,
-speaking their protocols as documented: the API server's node object and core/v1 Events (create,
-and merge-patch to count a repeat; both with a bearer token), crik's node-state server, AWS IMDSv2 (token handshake first), GCP metadata (Metadata-Flavor
-header both ways) and Azure scheduled events (Metadata header). `mode` makes them slow or garbled.
+No cloud metadata service can run here, so this stands in for them, speaking their protocols as
+documented: AWS IMDSv2 (token handshake first), GCP metadata (Metadata-Flavor header both ways),
+Azure scheduled events (Metadata header), and crik's node-state server. `mode` makes it slow,
+trickling or garbled. It also answers the Kubernetes API's node read, only so that the kubernetes
+source can meet those modes, which a real API server (tests/harness/kube.sh, used for all else)
+cannot produce on demand.
 """
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import json
-import re
-import ssl
 import threading
 import time
-import uuid
 
 TOKEN = "service-account-token"
 
@@ -30,10 +28,9 @@ def node(name: str = "node-a", *, cordoned: bool = False, taints: list[str] = ()
 
 
 class FakeNodeState:
-    """One server answering all five protocols; tests change its attributes to change answers."""
+    """One server answering all the protocols; tests change its attributes to change answers."""
 
-    def __init__(self, tls: tuple[str, str] | None = None) -> None:
-        """`tls`: (certificate, key) files to serve HTTPS, as the real API server does."""
+    def __init__(self) -> None:
         self.nodes = {"node-a": node()}
         self.crik_state = "unknown"
         self.spot_action: dict | None = None
@@ -44,60 +41,14 @@ class FakeNodeState:
         self.mode = ""  # "", "slow", "trickle", "garbage"
         self.imds_tokens: set[str] = set()
         self.requests: list[str] = []
-        self.events: dict[str, dict] = {}  # Events by name, as stored, in the order created
-        self.events_forbidden = False  # answer 403, as without RBAC for events
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        scheme = "http"
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-            scheme = "https"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-_EVENTS = re.compile(r"/api/v1/namespaces/([^/?]+)/events(?:/([^/?]+))?")
-# What the API server accepts for a PATCH of an Event (kubectl and client-go use the last two).
-_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
-
-
-def status(code: int, reason: str, message: str) -> dict:
-    """The API server's error body."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-
-
-def _event_problem(event, namespace: str) -> str | None:
-    """What the API server refuses in a core/v1 Event created without eventTime: a body that is
-    not an Event, no name, or namespaces that disagree (its legacy validation)."""
-    if not isinstance(event, dict) or (event.get("apiVersion"), event.get("kind")) != ("v1",
-                                                                                      "Event"):
-        return "not a v1 Event"
-    meta, involved = event.get("metadata") or {}, event.get("involvedObject") or {}
-    if not meta.get("name"):
-        return "metadata.name: Required value"
-    if meta.get("namespace", namespace) != namespace:
-        return "the namespace of the provided object does not match the namespace sent on the request"
-    if involved.get("namespace") != namespace:
-        return "involvedObject.namespace: Invalid value: does not match event.namespace"
-    return None
-
-
-def _merge(target: dict, patch: dict) -> None:
-    """RFC 7386 JSON merge patch."""
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value
 
 
 def _handler(fake: FakeNodeState):
@@ -130,71 +81,6 @@ def _handler(fake: FakeNodeState):
 
         def authorized(self) -> bool:
             return self.headers.get("Authorization") == f"Bearer {TOKEN}"
-
-        def body(self):
-            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                return json.loads(data)
-            except ValueError:
-                return None
-
-        def events_call(self) -> tuple[str, str | None] | None:
-            """(namespace, name) of an events URL; None, after answering, when it is refused."""
-            match = _EVENTS.fullmatch(self.path)
-            if not match:
-                self.answer(404, status(404, "NotFound", "the server could not find the resource"))
-                return None
-            if not self.authorized():
-                self.answer(401, status(401, "Unauthorized", "Unauthorized"))
-                return None
-            namespace = match.group(1)
-            if fake.events_forbidden:
-                verb = "patch" if self.command == "PATCH" else "create"
-                self.answer(403, status(403, "Forbidden", (
-                    f'events is forbidden: User "system:serviceaccount:{namespace}:default" '
-                    f'cannot {verb} resource "events" in API group "" in the namespace '
-                    f'"{namespace}"')))
-                return None
-            return namespace, match.group(2)
-
-        def do_POST(self):
-            fake.requests.append(f"POST {self.path}")
-            call = self.events_call()
-            if call is None:
-                return
-            namespace, name = call
-            event = self.body()
-            problem = "POST names no object" if name else _event_problem(event, namespace)
-            if problem:
-                return self.answer(422, status(422, "Invalid", problem))
-            name = event["metadata"]["name"]
-            if name in fake.events:
-                return self.answer(409, status(409, "AlreadyExists",
-                                               f'events "{name}" already exists'))
-            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            event["metadata"] = {**event["metadata"], "namespace": namespace,
-                                 "uid": str(uuid.uuid4()), "creationTimestamp": now,
-                                 "resourceVersion": str(len(fake.events) + 1)}
-            fake.events[name] = event
-            self.answer(201, event)
-
-        def do_PATCH(self):
-            fake.requests.append(f"PATCH {self.path}")
-            call = self.events_call()
-            if call is None:
-                return
-            namespace, name = call
-            if self.headers.get("Content-Type") not in _PATCH_TYPES:
-                return self.answer(415, status(415, "UnsupportedMediaType",
-                                               "the body of the request was in an unknown format"))
-            event = fake.events.get(name or "")
-            if event is None or event["metadata"]["namespace"] != namespace:
-                return self.answer(404, status(404, "NotFound", f'events "{name}" not found'))
-            patch = self.body()
-            if not isinstance(patch, dict):
-                return self.answer(400, status(400, "BadRequest", "invalid JSON patch"))
-            _merge(event, patch)
-            self.answer(200, event)
 
         def do_PUT(self):
             fake.requests.append(f"PUT {self.path}")

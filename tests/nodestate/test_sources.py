@@ -1,5 +1,10 @@
 """Each node-state source against a server that answers like the real one (tests/nodestate/fakes.py),
-including the absent, slow and garbled cases; then the policy and the notice watcher."""
+including the absent, slow and garbled cases; then the policy and the notice watcher.
+
+The kubernetes source reads real Node objects from a real API server in
+tests/kubernetes/test_node_source.py. Here it meets the test server only for what a real API
+server cannot be made to do on demand: answer slowly, trickle a byte at a time, or send garbage.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from crikpy.nodestate.gcp import GcpSource
 from crikpy.nodestate.kubernetes import KubernetesSource
 from crikpy.nodestate.policy import NoticeWatcher, decide
 from tests.harness.s3server import free_port
-from tests.nodestate.fakes import TOKEN, FakeNodeState, node
+from tests.nodestate.fakes import TOKEN
 
 ABSENT = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
@@ -29,33 +34,6 @@ def token(tmp_path):
 
 def k8s(url, token, name="node-a"):
     return KubernetesSource(url, name, token, token.parent / "no-ca.crt")
-
-
-@pytest.mark.parametrize("state, leaving, detail", [
-    (node(), False, "schedulable"),
-    (node(cordoned=True), True, "cordoned"),
-    (node(taints=["karpenter.sh/disrupted"]), True, "karpenter.sh/disrupted"),
-    (node(taints=["ToBeDeletedByClusterAutoscaler"]), True, "ToBeDeleted"),
-    (node(taints=["aws-node-termination-handler/spot-itn"]), True, "spot-itn"),
-    (node(taints=["cloud.google.com/impending-node-termination"]), True, "impending"),
-    (node(taints=["dedicated"]), False, "schedulable"),
-    (node(ready_message="node is shutting down"), True, "shutting down"),
-])
-def test_kubernetes_node_states(fake, token, state, leaving, detail):
-    fake.nodes["node-a"] = state
-    answer = k8s(fake.url, token).leaving(2)
-    assert answer.leaving is leaving and detail in answer.detail and answer.source == "kubernetes"
-
-
-def test_kubernetes_sends_the_service_account_token(fake, token, tmp_path):
-    assert k8s(fake.url, token).leaving(2).leaving is False
-    with pytest.raises(Unavailable, match="HTTP 401"):
-        k8s(fake.url, tmp_path / "missing-token").leaving(2)
-
-
-def test_kubernetes_unknown_node(fake, token):
-    with pytest.raises(Unavailable, match="HTTP 404"):
-        k8s(fake.url, token, name="node-z").leaving(2)
 
 
 @pytest.mark.parametrize("make", [
@@ -114,16 +92,15 @@ def test_azure_scheduled_events(fake):
     assert "Preempt" in azure.notice(2)
 
 
-def test_policy_first_leaving_source_decides(fake, token):
-    fake.nodes["node-a"] = node()
+def test_policy_first_leaving_source_decides(fake):
     fake.crik_state = "shutting-down"
-    answer = decide([k8s(fake.url, token), CrikSource(fake.url, "node-a")], 3)
+    answer = decide([AwsSource(fake.url), CrikSource(fake.url, "node-a")], 3)
     assert (answer.leaving, answer.source) == (True, "crik")
 
 
-def test_policy_says_not_leaving_when_all_answer_no(fake, token):
-    answer = decide([k8s(fake.url, token), AwsSource(fake.url)], 3)
-    assert answer.leaving is False and answer.source == "kubernetes,aws"
+def test_policy_says_not_leaving_when_all_answer_no(fake):
+    answer = decide([CrikSource(fake.url, "node-a"), AwsSource(fake.url)], 3)
+    assert answer.leaving is False and answer.source == "crik,aws"
 
 
 def test_policy_is_bounded_by_its_timeout_whatever_the_sources_do(fake, token):
@@ -153,23 +130,3 @@ def test_notice_watcher_reports_the_first_notice(fake):
         assert watcher.seen_at is not None
     finally:
         watcher.stop()
-
-
-def test_kubernetes_in_cluster_https_with_the_service_account_ca(tmp_path, token):
-    # In-cluster, the API server speaks HTTPS with a certificate signed by the cluster CA that is
-    # mounted beside the token; a server with a self-signed certificate plays both parts here.
-    import subprocess
-
-    cert, key = tmp_path / "ca.crt", tmp_path / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=kubernetes", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    fake = FakeNodeState(tls=(str(cert), str(key)))
-    try:
-        fake.nodes["node-a"] = node(cordoned=True)
-        source = KubernetesSource(fake.url, "node-a", token, cert)
-        assert source.leaving(3).leaving is True
-        with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
-            KubernetesSource(fake.url, "node-a", token, tmp_path / "no-ca.crt").leaving(3)
-    finally:
-        fake.close()
