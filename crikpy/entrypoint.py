@@ -25,6 +25,8 @@ from crikpy import __version__, log, procs, recovery, supervisor
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository, LazyRepository, open_repository
 from crikpy.checkpoint.manifest import REDACTED
+from crikpy.container import identity
+from crikpy.container.tracking import ContainerFiles
 from crikpy.deadline import Deadline, sigterm_arrived_at, sigterm_seen_before_exec
 from crikpy.errors import COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, USAGE_EXIT_CODE, CrikpyError
 from crikpy.migrate import Migrator
@@ -57,14 +59,19 @@ def run(settings: Settings, command: Sequence[str]) -> int:
         repo = LazyRepository(settings)
         _log.info("crikpy.lean", pid=pid, detail="re-executed without the store's libraries; "
                                                  "they load again when a checkpoint needs them")
-        return _supervise(settings, repo, Migrator(settings, repo), pid, command, events)
+        migrator = Migrator(settings, repo, ContainerFiles.resumed(settings) if _in_container()
+                            else None)
+        return _supervise(settings, repo, migrator, pid, command, events)
+    files = ContainerFiles.at_start(settings) if _in_container() else None  # before a restore
     repo = open_repository(settings)
-    migrator = Migrator(settings, repo)
+    migrator = Migrator(settings, repo, files)
     shown = _shown_command(settings)
     _log.info("crikpy.started", version=__version__, store=settings.store,
               workload=settings.workload_key, command=shown(command) if command else None)
     _warn_about_secrets(settings, repo)
-    pid, restored_command = recovery.restore_latest(settings, repo, migrator, events)
+    program = (files.identity(None, command, identity.inherited_environment(), settings)
+               if files else None)
+    pid, restored_command = recovery.restore_latest(settings, repo, migrator, events, program)
     if pid is not None:
         _raise_pid_floor(settings)
         if restored_command == [REDACTED]:
@@ -126,6 +133,17 @@ def _clear_stale_pointer(settings: Settings, repo: CheckpointRepository,
                      consequence="the next start restores the previous checkpoint")
 
 
+def _in_container() -> bool:
+    """crikpy is the container's entrypoint (PID 1), so its filesystem is the container's: the
+    workload's changes to it are carried. Run any other way (a subreaper on a host, as the unit
+    tests run it), there is no container to carry, and crikpy says so."""
+    if os.getpid() == 1:
+        return True
+    _log.info("files.not_carried", reason="crikpy is not PID 1, so not a container's entrypoint: "
+                                          "only additional paths are carried")
+    return False
+
+
 def _reexec_lean(pid: int, command: list[str]) -> None:
     state = {"pid": pid, "command": command, "sigterm_arrived_at": sigterm_arrived_at()}
     env = dict(os.environ, **{HANDOVER: json.dumps(state)})
@@ -152,10 +170,7 @@ def _shown_command(settings: Settings):
     return lambda command: command
 
 
-def workload_environment() -> dict[str, str]:
-    """crikpy's environment less its own CRIKPY_* settings: what the workload inherits, and so
-    what every checkpoint of its memory holds."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")}
+workload_environment = identity.inherited_environment
 
 
 def _warn_about_secrets(settings: Settings, repo: CheckpointRepository) -> None:

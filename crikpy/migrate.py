@@ -1,12 +1,16 @@
 """Checkpoint and restore, end to end, for one workload.
 
-Checkpoint: CRIU dumps the tree into a local staging dir (the tree left frozen), additional paths
-are packed beside the images, and the repository commits it all to the store. A tree that CRIU
-could dump but not restore (one on a terminal) is refused before the dump.
-Restore: the repository fetches a committed checkpoint and verifies every file, additional paths
-go back in place (undone if CRIU then fails), and CRIU restores the tree as this process's child
-with its stdout and stderr reattached to ours. A failure says whose fault it is: NodeFault for
-this node's, CorruptCheckpoint for the checkpoint's, CriuError when CRIU does not say.
+Checkpoint: a tree that a fresh container could not restore (one on a terminal, a limit the
+node would not grant, ...) is refused before the dump. CRIU dumps the tree (left frozen) while
+its pages stream to the store; in the same frozen instant the workload's changes to the
+container's files (crikpy.container) and the additional paths are packed beside the images; the
+TCP connections leave repair mode (crikpy.criu.repair); the repository commits it all with the
+program's identity in the manifest.
+Restore: the repository fetches a committed checkpoint and verifies every file, the container's
+files and additional paths go back in place (undone if CRIU then fails), and CRIU restores the
+tree as this process's child with its stdout and stderr reattached to ours. A failure says whose
+fault it is: NodeFault for this node's, CorruptCheckpoint for the checkpoint's, CriuError when
+CRIU does not say.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from crikpy import log, procs
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository, Upload
 from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id, recorded_command
-from crikpy.criu import options, preflight, session
+from crikpy.container import identity
+from crikpy.container.tracking import ContainerFiles
+from crikpy.criu import options, preflight, repair, session
 from crikpy.criu.pageserver import PageReceiver
 from crikpy.deadline import ABORT, Deadline
 from crikpy.errors import CrikpyError, CriuError, NodeFault
@@ -38,9 +44,13 @@ _log = log.get()
 class Migrator:
     """Takes and restores checkpoints of one workload, as `settings` describe it."""
 
-    def __init__(self, settings: Settings, repo: CheckpointRepository) -> None:
+    def __init__(self, settings: Settings, repo: CheckpointRepository,
+                 files: ContainerFiles | None = None) -> None:
+        """`files`: the container's files to carry; None carries none (the additional paths
+        only)."""
         self.settings = settings
         self.repo = repo
+        self.files = files
 
     def _fresh_dir(self, label: str) -> Path:
         path = self.settings.work_dir / label
@@ -100,14 +110,7 @@ class Migrator:
                             "io_uring_setup, or sysctl kernel.io_uring_disabled=2 on the node. "
                             "Node.js (libuv 1.49+) makes one for every event loop whenever the "
                             "kernel allows it; UV_USE_IO_URING=0 does not stop that")
-        kept = self.settings.additional_paths
-        perf_data = [p for p in procs.jvm_perf_data_files(pid)
-                     if not any(extras.under(p, root) for root in kept)]
-        if perf_data:
-            raise CriuError(f"the JVM's perf data file {perf_data[0]} is made at run time, so a "
-                            "new container lacks it and the restore would fail: run java with "
-                            "-XX:-UsePerfData, or add "
-                            f"{os.path.dirname(perf_data[0])} to additionalPaths")
+        self._refuse_what_a_new_container_lacks(pid)
         ckpt_id = new_id()
         staging = self._fresh_dir(f"dump-{ckpt_id}")
         try:
@@ -121,6 +124,9 @@ class Migrator:
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
                       pages_bytes=pages_bytes, local_bytes=_tree_size(staging),
                       total_seconds=watch.elapsed())
+            program = (self.files.identity(pid, command, identity.inherited_environment(),
+                                           self.settings).to_json()
+                       if self.files else None)
             describe = dict(
                 name=self.repo.prefix,
                 created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -134,6 +140,7 @@ class Migrator:
                 kernel=platform.release(),
                 hostname=socket.gethostname(),
                 dump_seconds=dump_seconds,
+                program=program,
             )
             try:
                 deadline.check("the dump")
@@ -143,6 +150,30 @@ class Migrator:
             return self.repo.commit(staging, ckpt_id, describe, deadline, streamed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _refuse_what_a_new_container_lacks(self, pid: int) -> None:
+        """CriuError, before the dump, for what a fresh container of the same image could not
+        give the restored tree."""
+        if self.files and self.files.problem:
+            raise CriuError(self.files.problem)
+        outside = procs.outside_tree(pid)
+        if outside:
+            shown = [{"pid": p, "command": procs.command_line(p)[:200]} for p in outside[:10]]
+            if self.settings.outside_tree == "refuse":
+                raise CriuError(f"processes of the container are outside the workload's tree "
+                                f"and would be lost: {shown}; set --outside-tree warn to "
+                                "checkpoint the tree without them")
+            _log.warning("checkpoint.outside_tree", processes=shown,
+                         detail="not in the checkpoint: a restore brings back the workload's tree "
+                                "only; --outside-tree refuse makes this a refusal")
+        needed, limit = procs.open_files_needed(pid), procs.open_file_limit()
+        if limit is not None and needed > limit - options.RESTORE_FD_RESERVE:
+            raise CriuError(f"restoring this tree needs about {needed} open files in one "
+                            f"process (its descriptors and shared memory mappings), and the "
+                            f"open-file limit (RLIMIT_NOFILE) here is {limit}, less "
+                            f"{options.RESTORE_FD_RESERVE} that CRIU keeps for itself: a "
+                            "container like this one could not restore it. Raise the "
+                            "container's nofile limit, or use fewer shared mappings")
 
     def _dump(self, ckpt_id: str, pid: int, staging: Path, leave_running: bool,
               deadline: Deadline) -> tuple[float, list[Upload], int]:
@@ -162,9 +193,12 @@ class Migrator:
             # "post-dump" comes while the tree is still frozen: the one moment when the files it
             # uses are consistent with the memory just dumped. An error here must reach CRIU as
             # a refusal, so that it fails the dump cleanly and lets the tree run on.
-            if stage == "post-dump" and self.settings.additional_paths:
+            if stage == "post-dump":
                 try:
-                    extras.pack(self.settings.additional_paths, staging / extras.ARCHIVE)
+                    if self.files:
+                        self.files.capture(staging)
+                    if self.settings.additional_paths:
+                        extras.pack(self.settings.additional_paths, staging / extras.ARCHIVE)
                 except Exception as e:  # noqa: BLE001  (re-raised once CRIU has let go)
                     failed.append(e)
                     return False
@@ -178,13 +212,17 @@ class Migrator:
             session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
                          log_path=images / req.opts.log_file, deadline=deadline,
                          pass_fds=[receiver.theirs.fileno()])
+            if not leave_running:  # CRIU switches them back itself for a tree it lets run
+                repair.leave_repair_mode(pid)
             receiver.finish(timeout=max(1.0, deadline.remaining()))
         except BaseException as e:
             receiver.theirs.close()
             _stop_uploads(uploads, e)
             if failed and isinstance(e, CriuError):
-                raise CriuError(f"copying additional paths failed: {type(failed[0]).__name__}: "
-                                f"{failed[0]}") from failed[0]
+                if isinstance(failed[0], CrikpyError):
+                    raise failed[0]
+                raise CriuError(f"copying the container's files or additional paths failed: "
+                                f"{type(failed[0]).__name__}: {failed[0]}") from failed[0]
             if receiver.error is not None and isinstance(e, CriuError):
                 raise CriuError(f"{e} (the page stream failed first: "
                                 f"{type(receiver.error).__name__}: {receiver.error})") from e
@@ -206,9 +244,11 @@ class Migrator:
         if blocker:
             raise NodeFault(blocker)
         staging = self._fresh_dir(f"restore-{manifest.id}")
-        put_back = None
+        put_back = files_back = None
         try:
             self.repo.fetch(manifest, staging, Deadline.never(on_sigterm=ABORT))
+            if self.files:
+                files_back = self.files.put_back(staging, authenticated=self.repo.keys is not None)
             wanted = [p for p in manifest.additional_paths if p in self.settings.additional_paths]
             if (staging / extras.ARCHIVE).exists() and wanted:
                 put_back = extras.put_back(staging / extras.ARCHIVE, wanted,
@@ -216,14 +256,17 @@ class Migrator:
             before_criu()
             watch = log.Stopwatch()
             pid = self._restore_images(staging / IMAGES, manifest.stdio)
-            if put_back:
-                put_back.keep()
+            for done in (files_back, put_back):
+                if done:
+                    done.keep()
             _log.info("restore.done", id=manifest.id, pid=pid, seconds=watch.elapsed(),
                       peak_rss_mib=log.peak_rss_mib())
             return pid
         except BaseException as e:
-            if put_back:
-                put_back.undo()
+            procs.reap_dead_children()  # a failed restore's root, whose PID the next one needs
+            for done in (put_back, files_back):
+                if done:
+                    done.undo()
             if isinstance(e, CrikpyError):
                 criu_log = _read_or_none(staging / IMAGES / "restore.log")
                 e.restore_log = criu_log

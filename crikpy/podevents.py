@@ -117,6 +117,10 @@ class PodEvents:
         self.post("RestoreFailed", f"Restore of checkpoint {ckpt_id} failed: {reason}",
                   _UNTIL_SIGTERM, warning=True)
 
+    def new_version(self, ckpt_id: str, changed: list[str]) -> None:
+        self.post("NewVersion", f"Started cold: checkpoint {ckpt_id} is of another version "
+                  f"({'; '.join(changed)[:400]}); it is kept aside", _UNTIL_SIGTERM)
+
     def quarantined(self, ckpt_id: str, reason: str) -> None:
         self.post("Quarantined", f"Checkpoint {ckpt_id} quarantined: {reason}", _UNTIL_SIGTERM,
                   warning=True)

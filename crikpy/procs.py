@@ -172,7 +172,7 @@ def terminal_users(root: int) -> list[str]:
             found.append(f"process {pid} has a controlling terminal "
                          f"({_terminal_name(tty_nr)}) from outside its tree")
             continue
-        for fd, target in _fd_targets(pid):
+        for fd, target in fd_targets(pid):
             pts = target.removeprefix("/dev/pts/")
             if pts.isdigit() and int(pts) in inside:
                 continue
@@ -183,7 +183,7 @@ def terminal_users(root: int) -> list[str]:
     return found
 
 
-def _fd_targets(pid: int) -> list[tuple[int, str]]:
+def fd_targets(pid: int) -> list[tuple[int, str]]:
     """Every open fd of `pid` and what it points at, lowest first."""
     try:
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
@@ -201,7 +201,7 @@ def _fd_targets(pid: int) -> list[tuple[int, str]]:
 def _pty_masters(pid: int) -> list[int]:
     """The indexes of the pseudo-terminals whose master `pid` holds (their fdinfo says)."""
     indexes = []
-    for fd, target in _fd_targets(pid):
+    for fd, target in fd_targets(pid):
         if target not in ("/dev/ptmx", "/dev/pts/ptmx"):
             continue
         try:
@@ -329,19 +329,6 @@ def io_uring_users(root: int) -> list[str]:
 _HSPERFDATA = re.compile(r" (/tmp/hsperfdata_[^/\s]+/\d+)$", re.MULTILINE)
 
 
-def jvm_perf_data_files(root: int) -> list[str]:
-    """The JVM perf data files that processes of the tree at `root` have mapped. A JVM makes
-    its file at start, in the container's own /tmp: a new container lacks it, and CRIU's
-    restore fails ("Can't open file tmp/hsperfdata_root/N on restore")."""
-    found = []
-    for pid in tree(root):
-        try:
-            found += _HSPERFDATA.findall(Path(f"/proc/{pid}/maps").read_text())
-        except OSError:
-            pass
-    return sorted(set(found))
-
-
 def _name(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -382,3 +369,61 @@ def stdio_targets(pid: int) -> dict[str, str]:
         except OSError:
             pass
     return targets
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return _name(pid)
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip() or _name(pid)
+
+
+def outside_tree(root: int) -> list[int]:
+    """crikpy's descendants outside `root`'s tree: what a checkpoint of the tree leaves behind
+    (a daemon the workload double-forked away, adopted by crikpy as PID 1 or subreaper)."""
+    inside = set(tree(root)) | {os.getpid()}
+    return [p for p in tree(os.getpid()) if p not in inside]
+
+
+def open_files_needed(root: int) -> int:
+    """The most descriptors a restore of the tree opens at once in one process: its own open
+    files and one for each shared mapping, which CRIU restores through a descriptor."""
+    most = 0
+    for pid in tree(root):
+        try:
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            with open(f"/proc/{pid}/maps") as f:
+                shared = sum(1 for line in f if line.split(maxsplit=2)[1][3] == "s")
+        except (OSError, IndexError):
+            continue
+        most = max(most, fds + shared)
+    return most
+
+
+def open_file_limit() -> int | None:
+    """The hard RLIMIT_NOFILE here: the most any process of this container, CRIU's restore
+    included, may ever raise its own limit to."""
+    import resource  # noqa: PLC0415
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def reap_dead_children(wait_seconds: float = 2.0) -> list[int]:
+    """Reap the children that end within `wait_seconds` (a failed restore's root, which CRIU
+    has killed but cannot reap: it is ours); returns at once when no child is left."""
+    import time  # noqa: PLC0415
+
+    reaped, until = [], time.monotonic() + wait_seconds
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid:
+            reaped.append(pid)
+        elif time.monotonic() >= until:
+            return reaped
+        else:
+            time.sleep(0.02)

@@ -1,9 +1,15 @@
 """Which checkpoint a start restores, and what a failed restore means.
 
-The latest pointer names the checkpoint to restore. A failure is judged by whose fault it is:
-- this node's or the store's (NodeFault, StoreError: no privileges, CRIU missing, disk full, a
-  PID or port taken, the store unreachable): crikpy exits with that error's code and the
-  checkpoint stays as it is; the kubelet restarts the pod, perhaps on another node;
+The latest pointer names the checkpoint to restore. First, is it of this version? A checkpoint
+taken from another version of the program (crikpy.container.identity: image, mapped files,
+command, environment, pod revision) is a rollout: the start is cold, the pointer is cleared and
+the checkpoint kept (--on-new-version restore restores it anyway). A failure is judged by whose
+fault it is:
+- the store's (StoreError: unreachable, refused): crikpy exits with that error's code and the
+  checkpoint stays as it is; the kubelet restarts the pod;
+- this node's (NodeFault: no privileges, disk full, a PID or port taken, a lower limit): crikpy
+  exits 178 with the checkpoint kept, for a node that can restore it; each such start counts,
+  so a checkpoint that no node restores does not loop forever;
 - a later format (NewerCheckpoint): kept untouched for a crikpy that reads it; exit;
 - a pointer naming a checkpoint that is not there, or one already quarantined: skipped;
 - the checkpoint's own (CorruptCheckpoint: integrity, format): quarantined at once;
@@ -11,7 +17,7 @@ The latest pointer names the checkpoint to restore. A failure is judged by whose
   store; crikpy exits so that the pod tries again, and after `--restore-attempts` failures the
   checkpoint is quarantined.
 An attempt is counted before it begins, so a crikpy killed mid-restore (out of memory, say)
-counts too: no start loops forever. After a quarantine the previous committed checkpoint is
+counts too: no start loops forever, whatever the cause. After a quarantine the previous committed checkpoint is
 tried; when none is left, the start is cold (or fails, with --on-restore-failure=fail).
 A SIGTERM during the download stops the restore with nothing lost (Interrupted).
 Restored, RestoreFailed and Quarantined are also Events about the pod (crikpy.podevents).
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 from crikpy import log
 from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.container.identity import Identity
+from crikpy.container.identity import parse as parse_identity
 from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, CorruptCheckpoint, CrikpyError, CriuError,
                            Interrupted, NewerCheckpoint, NodeFault, RestoreFailed, StoreError)
@@ -29,15 +37,22 @@ from crikpy.podevents import PodEvents
 from crikpy.settings import Settings
 
 _log = log.get()
-# Not the checkpoint's fault: the attempt is not counted against it.
-_NOT_ITS_FAULT = (NodeFault, StoreError, NewerCheckpoint, Interrupted)
+# Not about restoring it at all: the attempt is not counted against it.
+_NOT_ITS_FAULT = (StoreError, NewerCheckpoint, Interrupted)
+
+
+class _NewVersion(Exception):
+    def __init__(self, ckpt_id: str, changed: list[str]) -> None:
+        super().__init__(ckpt_id)
+        self.ckpt_id, self.changed = ckpt_id, changed
 RESET_SECONDS = 3.0  # the most setting a good restore's attempt count back may take
 
 
 def restore_latest(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
-                   events: PodEvents | None = None) -> tuple[int | None, list[str]]:
+                   events: PodEvents | None = None, program: Identity | None = None,
+                   ) -> tuple[int | None, list[str]]:
     """Restore what the latest pointer names: (root PID, its command), or (None, []) to start
-    cold."""
+    cold. `program`: this start's identity, to tell a new version from a move."""
     events = events or PodEvents.off()
     try:
         ckpt_id = repo.latest_id()
@@ -50,7 +65,15 @@ def restore_latest(settings: Settings, repo: CheckpointRepository, migrator: Mig
                                             "without one)")
         return None, []
     while ckpt_id is not None:
-        restored, why = _attempt(settings, repo, migrator, ckpt_id, events)
+        try:
+            restored, why = _attempt(settings, repo, migrator, ckpt_id, events, program)
+        except _NewVersion as new:
+            _log.warning("restore.new_version", id=new.ckpt_id, changed=new.changed,
+                         action="cold start; the checkpoint is kept, and no longer latest "
+                                "(--on-new-version restore would restore it)")
+            events.new_version(new.ckpt_id, new.changed)
+            repo.clear_latest(reason=f"new version: {'; '.join(new.changed)[:300]}")
+            return None, []
         if restored is not None:
             return restored
         given_up, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id)
@@ -65,7 +88,8 @@ def restore_latest(settings: Settings, repo: CheckpointRepository, migrator: Mig
 
 
 def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
-             ckpt_id: str, events: PodEvents) -> tuple[tuple[int, list[str]] | None, str]:
+             ckpt_id: str, events: PodEvents, program: Identity | None,
+             ) -> tuple[tuple[int, list[str]] | None, str]:
     """Restore one checkpoint: ((PID, command), ""), or (None, why it was given up); raises to
     exit, keeping it."""
     try:
@@ -78,6 +102,11 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         return None, "is corrupt and quarantined"
     if repo.quarantined(ckpt_id):  # set aside before, though the pointer still named it
         return None, "is quarantined"
+    if program is not None and manifest.program is not None \
+            and settings.on_new_version == "cold-start":
+        changed = program.changes_from(parse_identity(manifest.program))
+        if changed:
+            raise _NewVersion(ckpt_id, changed)
     failures = repo.attempts(ckpt_id)["failures"]
     attempt = failures + 1
     counted = False
@@ -96,7 +125,7 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
     except _NOT_ITS_FAULT as e:
         if counted:
             _uncount(repo, ckpt_id, failures, e)
-        _log.error("restore.failed", id=ckpt_id, error=str(e), fault="node or store",
+        _log.error("restore.failed", id=ckpt_id, error=str(e), fault="store",
                    action="exiting; the checkpoint is kept for the next start")
         events.restore_failed(ckpt_id, f"{e}; the checkpoint is kept for the next start")
         raise
@@ -105,16 +134,23 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         events.quarantined(ckpt_id, str(e))
         return None, "is corrupt and quarantined"
     except Exception as e:  # noqa: BLE001  (any other failure counts against the checkpoint)
+        node = isinstance(e, NodeFault)
         reason = str(e) if isinstance(e, CrikpyError) else f"{type(e).__name__}: {e}"
         if attempt >= settings.restore_attempts:
-            why = f"{reason} (restore failed {attempt} times)"
+            where = ", each time on a node that could not restore it" if node else ""
+            why = f"{reason} (restore failed {attempt} times{where})"
             repo.quarantine(ckpt_id, why, getattr(e, "restore_log", None))
             events.quarantined(ckpt_id, why)
             return None, f"failed to restore {attempt} times and is quarantined"
         repo.record_attempt(ckpt_id, attempt, reason)
         _log.error("restore.failed", id=ckpt_id, error=reason, attempt=attempt,
                    of=settings.restore_attempts, exc_info=not isinstance(e, CrikpyError),
+                   fault="node" if node else "checkpoint or CRIU",
                    action="exiting; the next start tries again")
+        if node:
+            events.restore_failed(ckpt_id, f"{reason}; the checkpoint is kept for the next start "
+                                           f"(attempt {attempt} of {settings.restore_attempts})")
+            raise
         events.restore_failed(ckpt_id, f"{reason} (attempt {attempt} of "
                                        f"{settings.restore_attempts}; the pod tries again)")
         raise CriuError(f"restore of checkpoint {ckpt_id} failed (attempt {attempt} of "

@@ -75,6 +75,12 @@ class Settings:
     checkpoint_interval: float | None = default("checkpoint_interval")
     after_failed_checkpoint: str = default("after_failed_checkpoint")
     restore_attempts: int = default("restore_attempts")
+    on_new_version: str = default("on_new_version")
+    version_ignore_env: tuple[str, ...] = default("version_ignore_env")
+    pod_revision: str | None = default("pod_revision")
+    outside_tree: str = default("outside_tree")
+    max_container_files: int = default("max_container_files")
+    max_changed_mib: int = default("max_changed_mib")
     # seconds; None: the cloud's lead time plus the grace period
     notice_wait: float | None = default("notice_wait")
     encryption_key_file: str | None = default("encryption_key_file")
@@ -391,6 +397,10 @@ def validate(s: Settings) -> None:
     if not 1 <= s.restore_attempts <= MAX_RESTORE_ATTEMPTS:
         raise ConfigError(f"restore-attempts must be between 1 and {MAX_RESTORE_ATTEMPTS}, got "
                           f"{s.restore_attempts}")
+    for label, value in (("max-container-files", s.max_container_files),
+                         ("max-changed-mib", s.max_changed_mib)):
+        if value < 1:
+            raise ConfigError(f"{label} must be at least 1, got {value}")
     for source in s.node_state_sources:
         if source not in NODE_STATE_SOURCES:
             raise ConfigError(f"node-state source '{source}' is unknown; use "

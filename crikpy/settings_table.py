@@ -25,6 +25,8 @@ AFTER_FAILED_CHECKPOINT = ("clear", "keep")
 COMPRESSION = ("zstd", "none")
 S3_SSE = ("AES256", "aws:kms")
 IPC_NAMESPACES = ("own", "shared")
+ON_NEW_VERSION = ("cold-start", "restore")
+OUTSIDE_TREE = ("warn", "refuse")
 MAX_RESTORE_ATTEMPTS = 100
 
 # How a value is read, from a flag, a variable or the config file (settings.py converts each).
@@ -283,6 +285,40 @@ SETTINGS: tuple[Setting, ...] = (
             run_only=True,
             help="Restores of one checkpoint that may fail (the pod exits and restarts between "
                  "them) before it is quarantined and the previous one is tried"),
+    Setting("on_new_version", "cold-start", flag="--on-new-version",
+            env="CRIKPY_ON_NEW_VERSION", config_key="onNewVersion", choices=ON_NEW_VERSION,
+            run_only=True,
+            help="When the latest checkpoint was taken from another version of the workload (its "
+                 "image's files, the executables and libraries it maps, its command, its "
+                 "environment or the pod's revision differ). cold-start: start the new version, "
+                 "keeping the checkpoint aside. restore: restore the old process anyway"),
+    Setting("version_ignore_env", (), flag="--version-ignore-env", metavar="NAMES",
+            env="CRIKPY_VERSION_IGNORE_ENV", config_key="versionIgnoreEnv", kind="names",
+            run_only=True,
+            help="Environment variables that differ between pods of one version, besides those "
+                 "crikpy knows (the pod's name, UID and IPs, HOSTNAME, Kubernetes service "
+                 "links): a difference in them is not a new version"),
+    Setting("pod_revision", None, flag="--pod-revision", metavar="REVISION",
+            env="CRIKPY_POD_REVISION", config_key="podRevision", run_only=True,
+            shown_default="none (the kustomize component sets it from the pod's labels)",
+            help="The pod template's revision (controller-revision-hash, pod-template-hash): a "
+                 "checkpoint of another revision is another version"),
+    Setting("outside_tree", "warn", flag="--outside-tree", env="CRIKPY_OUTSIDE_TREE",
+            config_key="outsideTree", choices=OUTSIDE_TREE, run_only=True,
+            help="Processes of the container outside the workload's tree (a daemon it "
+                 "double-forked away) are not in a checkpoint. warn: name them and checkpoint "
+                 "the tree. refuse: refuse the checkpoint, so the workload shuts down as "
+                 "without crikpy"),
+    Setting("max_container_files", 1_000_000, flag="--max-container-files", metavar="N",
+            env="CRIKPY_MAX_CONTAINER_FILES", config_key="maxContainerFiles", kind="int",
+            run_only=True,
+            help="The most entries crikpy lists in the container's own filesystem to find the "
+                 "workload's changes (about 1 s per 250,000 at start and at each dump); past it, "
+                 "checkpoints are refused"),
+    Setting("max_changed_mib", 2048, flag="--max-changed-mib", metavar="MIB",
+            env="CRIKPY_MAX_CHANGED_MIB", config_key="maxChangedMiB", kind="int", run_only=True,
+            help="The most MiB of the container's files (changed since it started, /dev/shm, "
+                 "emptyDir volumes) a checkpoint carries; past it, the checkpoint is refused"),
     Setting("notice_wait", None, flag="--notice-wait", metavar="DURATION",
             env="CRIKPY_NOTICE_WAIT", config_key="noticeWait", kind="duration", run_only=True,
             shown_default="the cloud's lead time + the grace period",

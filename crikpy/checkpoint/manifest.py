@@ -17,6 +17,7 @@ import secrets
 from typing import Any
 
 from crikpy.checkpoint import framed
+from crikpy.container import identity
 from crikpy.errors import CorruptCheckpoint, NewerCheckpoint
 
 FORMAT = "crikpy.checkpoint/v1"
@@ -110,6 +111,8 @@ class Manifest:
     format: str = FORMAT
     # {"cipher", "key_id", "chunk_bytes"} when the checkpoint is sealed; never a key itself.
     encryption: dict | None = None
+    # What the workload was built from (crikpy.container.identity); absent before it was kept.
+    program: dict | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -162,7 +165,7 @@ class Manifest:
         return manifest
 
 
-_OPTIONAL = {"encryption"}
+_OPTIONAL = {"encryption", "program"}
 
 
 def _plain_text(value: Any) -> bool:
@@ -238,6 +241,8 @@ def _check_types(m: Manifest) -> None:
             and re.fullmatch(r"[0-9a-f]{16}", m.encryption["key_id"])
             and _plain_int(m.encryption.get("chunk_bytes"))):
         raise ValueError("field 'encryption' must hold cipher, key_id and chunk_bytes")
+    if m.program is not None:
+        identity.parse(m.program)
     if (not isinstance(m.additional_paths, list)
             or not all(isinstance(p, str) and p.startswith("/") and p == posixpath.normpath(p)
                        for p in m.additional_paths)

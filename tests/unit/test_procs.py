@@ -89,24 +89,6 @@ def test_a_process_with_an_io_uring_is_named():
             p.wait()
 
 
-def test_a_mapped_jvm_perf_data_file_is_found():
-    # What a JVM does at start: /tmp/hsperfdata_<user>/<pid>, mapped shared.
-    perf_dir = tempfile.mkdtemp(prefix="hsperfdata_", dir="/tmp")
-    try:
-        child = _child("import mmap, os\n"
-                       f"f = open(os.path.join({perf_dir!r}, str(os.getpid())), 'w+b')\n"
-                       "f.truncate(4096)\n"
-                       "m = mmap.mmap(f.fileno(), 4096)\n")
-        try:
-            assert procs.jvm_perf_data_files(child.pid) == [f"{perf_dir}/{child.pid}"]
-        finally:
-            child.kill()
-            child.wait()
-    finally:
-        shutil.rmtree(perf_dir)
-    assert procs.jvm_perf_data_files(os.getpid()) == []
-
-
 # Terminals: CRIU restores a pseudo-terminal whose both ends are in the tree, never one whose
 # other end (the container's terminal, /dev/console) is outside it.
 
