@@ -1,56 +1,88 @@
 """End to end: what a SIGTERM means depends on the node; a cloud notice checkpoints before SIGTERM.
 
-The Kubernetes API server and the AWS metadata service cannot run here; tests/nodestate/fakes.py
-answers like them on 127.0.0.1, which the containers reach through host networking.
+The node is a real Node object of the real API server (tests/harness/kube.sh), changed with
+kubectl as an operator, a drain, Karpenter or a kubelet would; crikpy reads it with the real
+token of the example's ServiceAccount (tests/e2e/kubelet.py runs the pods). The AWS metadata
+service cannot run here: tests/nodestate/fakes.py answers like it on 127.0.0.1, which the
+containers reach through host networking.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.e2e.evidence import check_stateful_generation, counts, states
+from tests.e2e.kubelet import counter, drain, kubelet_of  # noqa: F401  (fixtures)
 from tests.e2e.podman import events
 from tests.harness.s3server import free_port
-from tests.nodestate.fakes import TOKEN, node
 
 pytestmark = pytest.mark.e2e
-TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+NODE_SHUTDOWN = {"CRIKPY_CHECKPOINT_ON": "node-shutdown"}
+SHUTTING_DOWN = {"status": {"conditions": [{
+    "type": "Ready", "status": "False", "reason": "KubeletNotReady",
+    "message": "node is shutting down"}]}}
 
 
-def test_sigterm_checkpoints_only_when_the_node_is_leaving(images, containers, volume, fake,
-                                                          tmp_path):
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    env = {"CRIKPY_NAME": "counter", "CRIKPY_CHECKPOINT_ON": "node-shutdown",
-           "CRIKPY_KUBERNETES_API_URL": fake.url, "KUBERNETES_NODE_NAME": "node-a"}
-    mount = ["-v", f"{token}:{TOKEN_PATH}:ro"]
+def test_kubectl_drain_checkpoints_and_a_healthy_node_declines(kube, counter):
+    node_a, node_b = counter.node("a"), counter.node("b")
 
-    # A drain: the node is cordoned, then the pod gets SIGTERM.
-    fake.nodes["node-a"] = node(cordoned=True)
-    first = containers(images["counter"], volume=volume, env=env, extra=mount)
-    first.wait_for(lambda _: len(counts(first)) >= 3, what="three counts")
-    assert first.stop() == 0
-    decision = events(first.logs(), "checkpoint.decision")[0]
+    # A drain: kubectl cordons node-a and evicts the pod; the kubelet sends SIGTERM.
+    first = counter.pod_on(node_a)
+    c1, _ = counter.kubelet.run(first, env=NODE_SHUTDOWN)
+    c1.wait_for(lambda _: len(counts(c1)) >= 3, what="three counts")
+    draining = drain(kube, node_a)
+    kube.wait_for(lambda: kube.get("pod", "-n", counter.namespace, counter.name)["metadata"]
+                  .get("deletionTimestamp"), what="the eviction")
+    assert counter.kubelet.stop(first, c1) == 0
+    assert draining.wait(timeout=120) == 0, draining.stdout.read()
+    decision = events(c1.logs(), "checkpoint.decision")[0]
     assert (decision["checkpoint"], decision["source"]) == (True, "kubernetes")
-    assert events(first.logs(), "checkpoint.committed")
+    assert decision["detail"] == f"node {node_a} is cordoned"
+    assert events(c1.logs(), "checkpoint.committed")
 
-    # On the new node the workload carries on. Then a rollout: the node is healthy.
-    fake.nodes["node-a"] = node()
-    second = containers(images["counter"], volume=volume, env=env, extra=mount)
-    second.wait_for(lambda _: len(counts(second)) >= 3, what="the restored counter")
-    assert counts(second)[0] == counts(first)[-1] + 1
-    assert second.stop() == 128 + 15, "the workload did not shut down on its SIGTERM"
-    logs = second.logs()
-    assert events(logs, "checkpoint.decision")[0]["checkpoint"] is False
+    # The StatefulSet's next pod, on node-b, carries on. Then a rollout: node-b is healthy.
+    second = counter.pod_on(node_b, after=first)
+    c2, _ = counter.kubelet.run(second, env=NODE_SHUTDOWN)
+    c2.wait_for(lambda _: len(counts(c2)) >= 3, what="the restored counter")
+    assert counts(c2)[0] == counts(c1)[-1] + 1, c2.logs()[-3000:]
+    assert counter.kubelet.stop(second, c2) == 128 + 15, "the workload missed its SIGTERM"
+    logs = c2.logs()
+    decision = events(logs, "checkpoint.decision")[0]
+    assert (decision["checkpoint"], decision["source"]) == (False, "kubernetes")
     assert not events(logs, "checkpoint.started")
     assert events(logs, "latest.cleared")
 
-    # So the next start is cold.
-    third = containers(images["counter"], volume=volume, env=env, extra=mount)
-    third.wait_for(lambda _: len(counts(third)) >= 2, what="a cold start")
-    assert counts(third)[0] == 0
+    # So the next pod starts cold.
+    third = counter.pod_on(node_b, after=second)
+    c3, _ = counter.kubelet.run(third, env=NODE_SHUTDOWN)
+    c3.wait_for(lambda _: len(counts(c3)) >= 2, what="a cold start")
+    assert counts(c3)[0] == 0
+
+
+@pytest.mark.parametrize("leave", ["karpenter", "shutdown", "cordon"])
+def test_the_node_leaving_makes_a_sigterm_checkpoint(kube, counter, leave):
+    node = counter.node("a")
+    pod = counter.pod_on(node)
+    container, _ = counter.kubelet.run(pod, env=NODE_SHUTDOWN)
+    container.wait_for(lambda _: len(counts(container)) >= 3, what="three counts")
+    if leave == "karpenter":  # Karpenter's disruption taint, before it drains the node
+        kube.kubectl("taint", "nodes", node, "karpenter.sh/disrupted:NoSchedule")
+        detail = f"node {node} has taint karpenter.sh/disrupted"
+    elif leave == "shutdown":  # the kubelet's graceful node shutdown, on the Ready condition
+        kube.kubectl("patch", "node", node, "--subresource", "status", "--type", "strategic",
+                     "-p", json.dumps(SHUTTING_DOWN))
+        detail = f"node {node}: node is shutting down"
+    else:
+        kube.kubectl("cordon", node)
+        detail = f"node {node} is cordoned"
+    assert counter.kubelet.stop(pod, container) == 0
+    decision = events(container.logs(), "checkpoint.decision")[0]
+    assert (decision["checkpoint"], decision["source"], decision["detail"]) == (
+        True, "kubernetes", detail)
+    assert events(container.logs(), "checkpoint.committed")
 
 
 def test_spot_notice_checkpoints_before_sigterm_and_the_workload_continues(images, containers,
