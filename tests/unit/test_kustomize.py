@@ -102,6 +102,11 @@ def test_one_components_line_adds_crikpy_to_a_statefulset_and_a_deployment(tmp_p
         # A StatefulSet's pod name is stable; a Deployment's is not, so its name is a label.
         assert env["CRIKPY_NAME"] == {"StatefulSet": "metadata.name",
                                       "Deployment": "metadata.labels['crikpy.io/name']"}[kind]
+        # The revision its controller gives the pod template: another one is a new version.
+        assert env["CRIKPY_POD_REVISION"] == {
+            "StatefulSet": "metadata.labels['controller-revision-hash']",
+            "Deployment": "metadata.labels['pod-template-hash']"}[kind]
+        assert [e["name"] for e in container["env"]].count("CRIKPY_POD_REVISION") == 1
         assert pod["serviceAccountName"] == "crikpy"
         assert pod["terminationGracePeriodSeconds"] == 60
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
