@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real control plane of tests/kube/go.mod (etcd, kube-apiserver,
-# kube-controller-manager, kubectl) once per go.mod, go.sum and flags, into
+# Builds the Kubernetes of tests/kube/go.mod (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kubectl) once per go.mod, go.sum and flags, into
 # /var/cache/crikpy-kube/KEY/bin (or $CRIKPY_KUBE_CACHE/KEY/bin), outside the clone, so a fresh
 # clone on a warm machine does not build again. Prints that bin dir. Go comes from PATH or
 # /usr/local/go; the modules from the Go module proxy.
@@ -20,7 +20,7 @@ ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 key="$release-$( (cat go.mod go.sum; echo "$ldflags") | sha256sum | cut -c1-12)"
 root="${CRIKPY_KUBE_CACHE:-/var/cache/crikpy-kube}"
 bin="$root/$key/bin"
-if [[ -x "$bin/kube-apiserver" && -x "$bin/kube-controller-manager" && -x "$bin/kubectl" && -x "$bin/etcd" ]]; then
+if [[ -d "$bin" ]]; then  # renamed into place only once whole
     echo "$bin"
     exit 0
 fi

@@ -22,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 KUBE_SH = REPO / "tests/harness/kube.sh"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+NODE = "localhost"  # the real node's name (kube.sh says why)
 
 
 class Cluster:
@@ -45,6 +46,22 @@ class Cluster:
 
     def down(self) -> None:
         subprocess.run(["bash", str(KUBE_SH), "down", str(self.root)], check=True, timeout=120)
+
+    def add_node(self) -> str:
+        """The real node (`kube.sh node`): kubelet, containerd, kube-scheduler. Its name."""
+        proc = subprocess.run(["bash", str(KUBE_SH), "node", str(self.root)], capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"kube.sh node failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        return NODE
+
+    def load_image(self, image: str) -> None:
+        """A podman image into the node's containerd, as if pulled (no registry here)."""
+        save = subprocess.Popen(["podman", "save", "-q", image], stdout=subprocess.PIPE)
+        subprocess.run(["ctr", "--address", str(self.root / "containerd/containerd.sock"),
+                        "-n", "k8s.io", "images", "import", "-"], stdin=save.stdout, check=True,
+                       capture_output=True, timeout=600)
+        assert save.wait() == 0, f"podman save {image} failed"
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
                 token: str | None = None) -> subprocess.CompletedProcess:

@@ -3,20 +3,27 @@
 #
 #   bash tests/harness/kube.sh up [DIR]     start (or restart what is not running); prints the
 #                                           admin kubeconfig's path
-#   bash tests/harness/kube.sh down [DIR]   stop everything `up` started in DIR
+#   bash tests/harness/kube.sh node [DIR]   add a real node to it: containerd, kubelet and
+#                                           kube-scheduler (after `up`)
+#   bash tests/harness/kube.sh down [DIR]   stop everything `up` and `node` started in DIR
 #
 # etcd, kube-apiserver (TLS, RBAC, ServiceAccount token signing) and kube-controller-manager, as
 # tests/harness/kube-build.sh builds them (once, cached). DIR (default $CRIKPY_KUBE_DIR or
 # /tmp/crikpy-kube) keeps the certificates, keys, kubeconfigs, etcd's data, logs and pid files;
 # its ports are picked free on the first `up` and kept, so a restarted API server has the same URL.
 # DIR/bin is the cached bin dir: `DIR/bin/kubectl --kubeconfig DIR/admin.kubeconfig get ns`.
-# No kubelet runs: the node-lifecycle controller is told to wait a day for heartbeats, so the
-# tests' Node objects keep the conditions the tests give them.
+# The tests' own Node objects have no kubelet: the node-lifecycle controller is told to wait a
+# day for heartbeats, so they keep the conditions the tests give them. The real node (`node`) is
+# called localhost: the API server reaches a kubelet by its node's host name, and a kubelet
+# refuses a loopback node IP. Its containers run under Debian's containerd and runc; its pods
+# need hostNetwork (no CNI network here) and spec.schedulerName crikpy-node, the one scheduler
+# profile, so that the tests' other pods stay unscheduled for them to place.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 action=${1:-}
 dir=$(realpath -m "${2:-${CRIKPY_KUBE_DIR:-/tmp/crikpy-kube}}")
-components=(etcd kube-apiserver kube-controller-manager)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)
+node_name=localhost
 
 running() {  # running NAME: its pid file names a live process
     local pid
@@ -28,12 +35,27 @@ stop() {
     local name pid i
     for ((i = ${#components[@]} - 1; i >= 0; i--)); do
         name=${components[i]}
+        [[ $name == containerd ]] && remove_containers
         running "$name" || continue
         pid=$(cat "$dir/run/$name.pid")
         kill "$pid"
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
         rm -f "$dir/run/$name.pid"
+    done
+    # The kubelet's volume mounts (tmpfs for tokens, binds) outlive it.
+    findmnt -rn -o TARGET | grep "^$dir/" | sort -r | xargs -r umount -l
+}
+
+remove_containers() {  # the pods' containers outlive the kubelet: their shims are their own
+    running containerd || return 0
+    local ctr=(ctr --address "$dir/containerd/containerd.sock" -n k8s.io) id
+    for id in $("${ctr[@]}" tasks ls -q 2>/dev/null); do
+        "${ctr[@]}" tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    for id in $("${ctr[@]}" containers ls -q 2>/dev/null); do
+        for _ in $(seq 50); do "${ctr[@]}" tasks delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
+        "${ctr[@]}" containers rm "$id" >/dev/null 2>&1 || true
     done
 }
 
@@ -70,6 +92,7 @@ extendedKeyUsage=clientAuth"
     sign apiserver /CN=kube-apiserver "$server"
     sign admin "/O=system:masters/CN=crikpy-test-admin" "$client"
     sign controller-manager /CN=system:kube-controller-manager "$client"
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
     openssl genrsa -out pki/service-account.key 2048 2>/dev/null
     openssl rsa -in pki/service-account.key -pubout -out pki/service-account.pub 2>/dev/null
 }
@@ -86,10 +109,11 @@ kubeconfig() {  # kubeconfig NAME USER
 }
 
 launch() {  # launch NAME ARGS...: in the background, its own session, its log in DIR/logs
-    local name=$1
+    local name=$1 program=bin/$1
     shift
     running "$name" && return 0
-    setsid "bin/$name" "$@" </dev/null >>"logs/$name.log" 2>&1 &
+    [[ $name == containerd ]] && program=containerd  # Debian's
+    setsid "$program" "$@" </dev/null >>"logs/$name.log" 2>&1 &
     echo $! >"run/$name.pid"
 }
 
@@ -138,6 +162,9 @@ up() {
         --service-account-key-file pki/service-account.pub \
         --service-account-signing-key-file pki/service-account.key \
         --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+        --kubelet-client-certificate pki/apiserver-kubelet-client.crt \
+        --kubelet-client-key pki/apiserver-kubelet-client.key \
+        --kubelet-certificate-authority pki/ca.crt \
         --allow-privileged --cert-dir run/apiserver-certs --profiling=false
     wait_for kube-apiserver 120 bin/kubectl --kubeconfig admin.kubeconfig get --raw /readyz
 
@@ -153,8 +180,107 @@ up() {
     echo "$dir/admin.kubeconfig"
 }
 
+node_ready() {
+    [[ $(bin/kubectl --kubeconfig admin.kubeconfig get node "$node_name" \
+        -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+node() {
+    cd "$dir"
+    [[ -f ports ]] || { echo "kube.sh: run \`kube.sh up $dir\` first" >&2; exit 1; }
+    source ./ports
+    command -v containerd >/dev/null || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd >/dev/null
+    }
+    if [[ ! -f kubelet.yaml ]]; then
+        sign kubelet "/O=system:nodes/CN=system:node:$node_name" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth,serverAuth
+subjectAltName=IP:127.0.0.1,DNS:$node_name"
+        sign scheduler /CN=system:kube-scheduler "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+        kubeconfig kubelet "system:node:$node_name"
+        kubeconfig scheduler system:kube-scheduler
+        node_files
+    fi
+
+    launch containerd --config containerd/config.toml
+    wait_for containerd 30 test -S containerd/containerd.sock
+    if ! ctr --address containerd/containerd.sock -n k8s.io images check \
+            name==localhost/crikpy-pause:node | grep -q complete; then
+        podman build --runtime runc --pull=never -q -t localhost/crikpy-pause:node \
+            -f "$here/kube-pause.Containerfile" "$here" >/dev/null
+        podman save -q localhost/crikpy-pause:node |
+            ctr --address containerd/containerd.sock -n k8s.io images import - >/dev/null
+    fi
+    launch kube-scheduler --config scheduler.yaml --bind-address 127.0.0.1 --secure-port "$(free_port)"
+    launch kubelet --config kubelet.yaml --kubeconfig kubelet.kubeconfig \
+        --root-dir "$dir/kubelet" --hostname-override "$node_name"
+    wait_for kubelet 120 node_ready
+    echo "$dir/admin.kubeconfig"
+}
+
+# node_files: containerd's, the kubelet's and the scheduler's configuration.
+node_files() {
+    mkdir -p containerd cni kubelet pod-logs
+    # restrict_oom_score_adj: the kubelet asks for -998 for a pod's sandbox, and lowering an OOM
+    # score needs CAP_SYS_RESOURCE, which this VM does not give (runc: "can't get final child's
+    # PID from pipe: EOF").
+    cat >containerd/config.toml <<TOML
+version = 2
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+[grpc]
+  address = "$dir/containerd/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/crikpy-pause:node"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/cni"
+TOML
+    # A network config makes the runtime report its network ready; hostNetwork pods never use it.
+    echo '{"cniVersion": "0.4.0", "name": "crikpy-test", "plugins": [{"type": "loopback"}]}' \
+        >cni/10-loopback.conflist
+    # failCgroupV1: false: kubelets from 1.35 on refuse cgroup v1 hosts (this one) without it.
+    cat >kubelet.yaml <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
+address: 127.0.0.1
+port: $(free_port)
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: $dir/pki/ca.crt}
+authorization: {mode: AlwaysAllow}
+tlsCertFile: $dir/pki/kubelet.crt
+tlsPrivateKeyFile: $dir/pki/kubelet.key
+podLogsDir: $dir/pod-logs
+failSwapOn: false
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+imageGCHighThresholdPercent: 100
+resolvConf: /etc/resolv.conf
+YAML
+    cat >scheduler.yaml <<YAML
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection: {kubeconfig: $dir/scheduler.kubeconfig}
+leaderElection: {leaderElect: false}
+profiles: [{schedulerName: crikpy-node}]
+YAML
+}
+
 case "$action" in
     up) up ;;
+    node) node ;;
     down) stop ;;
-    *) echo "usage: $0 up|down [DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|node|down [DIR]" >&2; exit 2 ;;
 esac
