@@ -37,6 +37,10 @@ from crikpy.settings import Settings
 
 IMAGES = "images"  # CRIU's images and its log, inside a checkpoint
 CLEANUP_WAIT_SECONDS = 3.5  # a failed upload's abort, bounded by the store itself
+# Page images finishing their upload at once. CRIU sends one image per process and per shared
+# memory region, each ended before the next begins; without a bound, 50,000 regions made as many
+# threads ("can't start new thread").
+UPLOADS_AT_ONCE = 8
 
 _log = log.get()
 
@@ -185,6 +189,11 @@ class Migrator:
         uploads: list[Upload] = []
 
         def open_pages(name: str) -> Upload:
+            running = [u for u in uploads if u.running]
+            while len(running) >= UPLOADS_AT_ONCE:  # CRIU waits meanwhile
+                running[0].wait(max(0.05, deadline.remaining()))
+                deadline.check("uploading the pages")
+                running = [u for u in uploads if u.running]
             uploads.append(self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline,
                                                  compress=self.settings.compression == "zstd"))
             return uploads[-1]
@@ -208,7 +217,8 @@ class Migrator:
         fd = os.open(images, os.O_DIRECTORY)
         try:
             req = options.dump(pid, fd, leave_running=leave_running,
-                               page_server_fd=receiver.theirs.fileno())
+                               page_server_fd=receiver.theirs.fileno(),
+                               ghost_limit=self.settings.ghost_limit_mib * 1024 * 1024)
             session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
                          log_path=images / req.opts.log_file, deadline=deadline,
                          pass_fds=[receiver.theirs.fileno()])

@@ -81,6 +81,7 @@ class Settings:
     outside_tree: str = default("outside_tree")
     max_container_files: int = default("max_container_files")
     max_changed_mib: int = default("max_changed_mib")
+    ghost_limit_mib: int = default("ghost_limit_mib")
     # seconds; None: the cloud's lead time plus the grace period
     notice_wait: float | None = default("notice_wait")
     encryption_key_file: str | None = default("encryption_key_file")
@@ -398,7 +399,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"restore-attempts must be between 1 and {MAX_RESTORE_ATTEMPTS}, got "
                           f"{s.restore_attempts}")
     for label, value in (("max-container-files", s.max_container_files),
-                         ("max-changed-mib", s.max_changed_mib)):
+                         ("max-changed-mib", s.max_changed_mib),
+                         ("ghost-limit-mib", s.ghost_limit_mib)):
         if value < 1:
             raise ConfigError(f"{label} must be at least 1, got {value}")
     for source in s.node_state_sources:

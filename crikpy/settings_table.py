@@ -319,6 +319,11 @@ SETTINGS: tuple[Setting, ...] = (
             env="CRIKPY_MAX_CHANGED_MIB", config_key="maxChangedMiB", kind="int", run_only=True,
             help="The most MiB of the container's files (changed since it started, /dev/shm, "
                  "emptyDir volumes) a checkpoint carries; past it, the checkpoint is refused"),
+    Setting("ghost_limit_mib", 512, flag="--ghost-limit-mib", metavar="MIB",
+            env="CRIKPY_GHOST_LIMIT_MIB", config_key="ghostLimitMiB", kind="int", run_only=True,
+            help="The largest deleted-but-open file (CRIU's ghost file) a checkpoint carries; "
+                 "CRIU writes each whole into the work dir beside its images, so the work dir "
+                 "needs room for them. A larger one fails the dump"),
     Setting("notice_wait", None, flag="--notice-wait", metavar="DURATION",
             env="CRIKPY_NOTICE_WAIT", config_key="noticeWait", kind="duration", run_only=True,
             shown_default="the cloud's lead time + the grace period",

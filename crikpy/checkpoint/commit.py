@@ -578,6 +578,10 @@ class Upload:
     def wait(self, timeout: float) -> None:
         self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def result(self) -> Digest:
         self._thread.join()
         if self._error is not None:

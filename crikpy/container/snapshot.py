@@ -23,9 +23,10 @@ from typing import Iterable
 
 from crikpy.errors import CriuError
 
-# (mode, uid, gid, size, mtime_ns, ctime_ns): ctime moves whenever content or metadata change,
-# and nothing but the kernel sets it, so an entry whose tuple is the same was not touched.
-Entry = tuple[int, int, int, int, int, int]
+# [mode, uid, gid, size, mtime_ns, ctime_ns]: ctime moves whenever content or metadata change,
+# and nothing but the kernel sets it, so an entry whose list is the same was not touched. A list,
+# not a tuple, so that the baseline loads from JSON as it was taken, with nothing to convert.
+Entry = list[int]
 
 
 class TooManyFiles(CriuError):
@@ -38,36 +39,33 @@ class Snapshot:
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.entries, f, separators=(",", ":"))
+        tmp.write_text(json.dumps(self.entries, separators=(",", ":")))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> "Snapshot":
-        with open(path) as f:
-            return cls({p: tuple(e) for p, e in json.load(f).items()})
+        return cls(json.loads(path.read_text()))
 
     def group_digests(self) -> dict[str, str]:
         """A digest of the entries under each directory two levels down (`/usr/lib`, `/opt/app`),
         of what a build sets: type, mode, owner, size and mtime (not the mtime of a directory or
         a symlink, which the runtime sets when it makes mount points and /etc/mtab). Equal
         images give equal digests."""
-        hashes: dict[str, "hashlib._Hash"] = {}
+        lines: dict[str, list[str]] = {}
         for path in sorted(self.entries):
             mode, uid, gid, size, mtime, _ = self.entries[path]
-            group = "/".join(path.split("/")[:3]) or "/"
             if stat.S_ISDIR(mode):
-                kept: tuple = (mode, uid, gid)
+                size = mtime = 0
             elif stat.S_ISLNK(mode):
-                kept = (mode, uid, gid, size)
-            else:
-                kept = (mode, uid, gid, size, mtime)
-            hashes.setdefault(group, hashlib.sha256()).update(f"{path}\0{kept}\n".encode())
-        return {group: h.hexdigest()[:16] for group, h in hashes.items()}
+                mtime = 0
+            group = "/".join(path.split("/", 3)[:3]) or "/"
+            lines.setdefault(group, []).append(f"{path}\0{mode} {uid} {gid} {size} {mtime}")
+        return {group: hashlib.sha256("\n".join(found).encode(errors="surrogateescape"))
+                .hexdigest()[:16] for group, found in lines.items()}
 
 
 def entry(st: os.stat_result) -> Entry:
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def take(roots: Iterable[str], skip: Iterable[str], limit: int) -> Snapshot:

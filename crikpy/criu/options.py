@@ -24,7 +24,6 @@ from crikpy.criu.preflight import has_sys_admin
 from crikpy.criu.session import rpc
 
 LOG_LEVEL = 4  # CRIU's most verbose; the logs travel with the checkpoint and explain failures
-GHOST_LIMIT = 512 * 1024 * 1024  # deleted-but-open files up to this size are dumped whole
 # Descriptors CRIU's restore needs beside the workload's own (its images, logs, service fds),
 # measured with 1024: a Python process with 980 shared mappings restored, 1000 did not.
 RESTORE_FD_RESERVE = 32
@@ -60,8 +59,10 @@ def _common(images_dir_fd: int, log_file: str):
 
 
 def dump(pid: int, images_dir_fd: int, *, leave_running: bool = False,
-         log_file: str = "dump.log", page_server_fd: int | None = None):
+         log_file: str = "dump.log", page_server_fd: int | None = None,
+         ghost_limit: int = 512 * 1024 * 1024):
     """A final dump leaves the tree frozen (stopped); a periodic one lets it run on.
+    Deleted-but-open files up to `ghost_limit` bytes are dumped whole, into the images dir.
 
     With `page_server_fd`, pages go over that socket (crikpy.criu.pageserver), not to disk.
     """
@@ -73,7 +74,7 @@ def dump(pid: int, images_dir_fd: int, *, leave_running: bool = False,
         opts.leave_running = True
     else:
         opts.leave_stopped = True
-    opts.ghost_limit = GHOST_LIMIT
+    opts.ghost_limit = ghost_limit
     opts.link_remap = True
     opts.network_lock = pb.SKIP
     opts.external.extend(f"mnt[{path}]:{name}" for path, name in EXTERNAL_MOUNTS)

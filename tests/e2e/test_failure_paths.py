@@ -47,7 +47,8 @@ def test_item1_and_7_awkward_additional_paths_commit_and_round_trip(images, cont
     assert events(logs, "checkpoint.committed"), logs[-3000:]
     assert [e["path"] for e in events(logs, "additional_path.skipped")] == ["/data/fifo"]
 
-    second = containers(images["counter"], volume=volume, env=env)
+    # The same command: another one would be another version, which starts cold.
+    second = containers(images["counter"], volume=volume, env=env, command=["sh", "-c", setup])
     second.wait_for(lambda _: len(counts(second)) >= 2, what="the restored counter")
     assert counts(second)[0] == counts(first)[-1] + 1
     listing = second.exec("sh", "-c", "stat -c '%n %a %u:%g %F' /data/sub /data/sub/f /data/empty; "

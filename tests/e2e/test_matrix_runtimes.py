@@ -20,9 +20,9 @@ from tests.e2e.test_matrix import _can_connect, _free_port, _generations, _proce
 pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
 
 HEAP_COUNTER = "/opt/matrix/HeapCounter.java"
-# -XX:-UsePerfData: without it the JVM maps a file it makes in /tmp, which a new container lacks
-# (test_jvm_perf_data_file_is_refused_unless_kept). The CompileCommands print when the JIT
-# compiles HeapCounter.mix, and nothing else.
+# -XX:-UsePerfData: this test is about the heap, threads and JIT; the perf data file the JVM
+# makes in /tmp is test_jvm_with_its_perf_data_file_migrates's. The CompileCommands print when
+# the JIT compiles HeapCounter.mix, and nothing else.
 JAVA = ["java", "-XX:-UsePerfData", "-XX:CompileCommand=quiet",
         "-XX:CompileCommand=PrintCompilation,HeapCounter::mix", HEAP_COUNTER]
 JVM_LINE = re.compile(r"jvm size=(\d+) sum=(\d+) workers=([\d,]+) cpus=(\d+) gc=(\S+)")

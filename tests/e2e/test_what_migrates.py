@@ -370,3 +370,52 @@ def test_a_process_outside_the_tree_is_named_at_the_dump(images, containers, vol
     assert refusing.stop() == 128 + 15
     [failed] = events(refusing.logs(), "checkpoint.failed")
     assert "outside" in failed["error"] and "sleep" in failed["error"]
+
+
+def test_deleted_but_open_files_come_back_up_to_the_ghost_limit(images, containers, volume):
+    """Found 7: the ghost limit had no setting. A 3 MiB file the workload deleted but holds
+    open comes back with its content; with --ghost-limit-mib 1 the dump is refused instead, and
+    the workload gets its SIGTERM."""
+    code = ("import hashlib, os, time\n"
+            "f = open('/var/tmp/ghost', 'w+b'); f.write(os.urandom(3 << 20)); f.flush()\n"
+            "os.unlink('/var/tmp/ghost')\n"
+            "n = 0\n"
+            "while True:\n"
+            "    f.seek(0)\n"
+            "    print(f'ghost {hashlib.sha256(f.read()).hexdigest()} {n}', flush=True)\n"
+            "    n += 1; time.sleep(0.2)\n")
+    command = ["python3", "-c", code]
+    small = containers(images["matrix"], volume=volume, command=command,
+                       env={"CRIKPY_NAME": "ghost-small", "CRIKPY_GHOST_LIMIT_MIB": "1"})
+    small.wait_for(lambda _: len(small.lines("ghost ")) >= 2, what="the ghost file")
+    assert small.stop() == 128 + 15
+    [failed] = events(small.logs(), "checkpoint.failed")
+    assert "ghost" in failed["error"].lower(), failed
+
+    first = containers(images["matrix"], volume=volume, command=command,
+                       env={"CRIKPY_NAME": "ghost"})
+    first.wait_for(lambda _: len(first.lines("ghost ")) >= 2, what="the ghost file")
+    assert first.stop() == 0
+    second = containers(images["matrix"], volume=volume, command=command,
+                        env={"CRIKPY_NAME": "ghost"})
+    _restored(second)
+    second.wait_for(lambda _: second.lines("ghost "), what="the ghost file again")
+    digest, n = second.lines("ghost ")[0].split()[1:]
+    assert (digest, int(n)) == (first.lines("ghost ")[-1].split()[1],
+                                int(first.lines("ghost ")[-1].split()[2]) + 1)
+
+
+def test_thousands_of_shared_memory_regions_checkpoint_and_restore(images, containers, volume):
+    """Found 7: each shared-memory region was an upload of its own thread, all at once, and
+    thousands failed the dump ("can't start new thread" under the container's process limit)."""
+    env = {"CRIKPY_NAME": "many-regions", "MAPPINGS": "3000"}
+    roomy = ["--ulimit", "nofile=20000:20000"]
+    command = ["python3", "/opt/matrix/shared-anon.py"]
+    first = containers(images["matrix"], volume=volume, env=env, command=command, extra=roomy)
+    first.wait_for(lambda _: len(first.lines("shared 3000 ")) >= 2, what="the mappings")
+    assert first.stop() == 0, first.logs()[-3000:]
+    second = containers(images["matrix"], volume=volume, env=env, command=command, extra=roomy)
+    _restored(second)
+    second.wait_for(lambda _: second.lines("shared "), what="the restored mappings")
+    intact, tick = (int(x) for x in second.lines("shared ")[0].split()[1:])
+    assert intact == 3000 and tick == int(first.lines("shared ")[-1].split()[2]) + 1
