@@ -1,5 +1,6 @@
 """End to end on a real node: a kubelet 1.37.2 with containerd and runc (tests/harness/kube.sh
-node) runs the privileged counter example's StatefulSet pod; `kubectl drain` makes the kubelet
+node) runs the counter example's StatefulSet pod, with the component's least privilege and
+privileged; `kubectl drain` makes the kubelet
 send SIGTERM within terminationGracePeriodSeconds, crikpy reads the cordon through the API with
 the token the kubelet projected, checkpoints, and the StatefulSet's next pod restores.
 
@@ -30,8 +31,8 @@ def node(kube, images):
     return name
 
 
-def install(kube, tmp_path, image: str) -> tuple[str, str]:
-    """The privileged example in a namespace of its own, made to run on the node."""
+def install(kube, tmp_path, overlay: str, image: str) -> tuple[str, str]:
+    """An example of the counter in a namespace of its own, made to run on the node."""
     namespace = kube.namespace()
     prefix = f"{namespace}-"
     checkpoints = tmp_path / "checkpoints"
@@ -58,7 +59,7 @@ def install(kube, tmp_path, image: str) -> tuple[str, str]:
     work.mkdir()
     (work / "kustomization.yaml").write_text(yaml.safe_dump({
         "namespace": namespace, "namePrefix": prefix,
-        "resources": [os.path.relpath(REPO / "manifests/examples/privileged", work)],
+        "resources": [os.path.relpath(REPO / "manifests/examples" / overlay, work)],
         "images": [{"name": "registry.example.com/crikpy-counter", "newName": name,
                     "newTag": tag}],
         "patches": [{"target": {"kind": "StatefulSet"}, "patch": yaml.safe_dump(patch)}]}))
@@ -83,9 +84,12 @@ def counts(text: str) -> list[int]:
     return numbers(text.splitlines(), r"^count (\d+)")
 
 
-def test_kubectl_drain_on_a_real_kubelet_and_the_next_pod_restores(kube, node, images,
-                                                                  tmp_path):
-    namespace, name = install(kube, tmp_path, images["counter"])
+# counter: the component's least privilege (CAP_CHECKPOINT_RESTORE, seccomp Unconfined, the
+# node's ns_last_pid), as the kubelet and containerd apply it; privileged: privileged: true.
+@pytest.mark.parametrize("overlay", ["counter", "privileged"])
+def test_kubectl_drain_on_a_real_kubelet_and_the_next_pod_restores(kube, node, images, tmp_path,
+                                                                  overlay):
+    namespace, name = install(kube, tmp_path, overlay, images["counter"])
     first = running_pod(kube, namespace, name)
     assert first["spec"]["nodeName"] == node
     kube.wait_for(lambda: len(counts(logs(kube, namespace, name))) >= 3, what="three counts")
