@@ -44,7 +44,7 @@ stop() {
         rm -f "$dir/run/$name.pid"
     done
     # The kubelet's volume mounts (tmpfs for tokens, binds) outlive it.
-    findmnt -rn -o TARGET | grep "^$dir/" | sort -r | xargs -r umount -l
+    findmnt -rn -o TARGET | { grep "^$dir/" || true; } | sort -r | xargs -r umount -l
 }
 
 remove_containers() {  # the pods' containers outlive the kubelet: their shims are their own
