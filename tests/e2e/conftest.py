@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
 from tests.e2e import podman
 
-TAG = "test"
+# Another tag keeps a second checkout's images apart from these (two runs at once on one machine).
+TAG = os.environ.get("CRIKPY_TEST_TAG", "test")
 
 
 @pytest.fixture(scope="session")
