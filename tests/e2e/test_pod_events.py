@@ -37,7 +37,7 @@ def test_events_tell_the_story_of_a_migration(kube, kubelet_of, tmp_path):
     counter = Counter(kube, kubelet_of, tmp_path)
     nodes = [counter.node(letter) for letter in "abc"]
 
-    # The first pod starts cold; a drain sends SIGTERM.
+    # The first pod starts cold; its node is cordoned (as a drain begins), then SIGTERM.
     first = counter.pod_on(nodes[0])
     c1, _ = counter.kubelet.run(first)
     c1.wait_for(lambda _: len(counts(c1)) >= 3, what="three counts")
@@ -56,7 +56,7 @@ def test_events_tell_the_story_of_a_migration(kube, kubelet_of, tmp_path):
     assert [e["reason"] for e in events(c1.logs(), "event.posted")] == ["Checkpointed"]
     counter.kubelet.remove(first)
 
-    # The next pod, on node-b, restores it and carries on; then it is drained too.
+    # The next pod, on node-b, restores it and carries on; then its node is cordoned too.
     second = counter.pod_on(nodes[1], after=first)
     c2, _ = counter.kubelet.run(second)
     c2.wait_for(lambda _: len(counts(c2)) >= 3, what="the restored counter")
