@@ -128,6 +128,24 @@ class Migrator:
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
                       pages_bytes=pages_bytes, local_bytes=_tree_size(staging),
                       total_seconds=watch.elapsed())
+            try:
+                manifest = self._commit(pid, command, ckpt_id, staging, stdio, dump_seconds,
+                                        streamed, deadline)
+            except BaseException:
+                if not leave_running:  # the tree runs on: its connections must work
+                    repair.leave_repair_mode(pid)
+                raise
+            if not leave_running:  # the tree dies next: its peers must learn it at once
+                repair.leave_repair_mode(pid, reset=True)
+            return manifest
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _commit(self, pid: int, command: list[str], ckpt_id: str, staging: Path,
+                stdio: dict[str, str], dump_seconds: float, streamed: list[Upload],
+                deadline: Deadline) -> Manifest:
+        """Describe the dumped tree and commit what `staging` and `streamed` hold."""
+        try:
             program = (self.files.identity(pid, command, identity.inherited_environment(),
                                            self.settings).to_json()
                        if self.files else None)
@@ -146,14 +164,11 @@ class Migrator:
                 dump_seconds=dump_seconds,
                 program=program,
             )
-            try:
-                deadline.check("the dump")
-            except BaseException as e:
-                _stop_uploads(streamed, e)
-                raise
-            return self.repo.commit(staging, ckpt_id, describe, deadline, streamed)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            deadline.check("the dump")
+        except BaseException as e:
+            _stop_uploads(streamed, e)
+            raise
+        return self.repo.commit(staging, ckpt_id, describe, deadline, streamed)
 
     def _refuse_what_a_new_container_lacks(self, pid: int) -> None:
         """CriuError, before the dump, for what a fresh container of the same image could not
@@ -215,6 +230,7 @@ class Migrator:
 
         receiver = PageReceiver(images, open_pages).start()
         fd = os.open(images, os.O_DIRECTORY)
+        frozen = False
         try:
             req = options.dump(pid, fd, leave_running=leave_running,
                                page_server_fd=receiver.theirs.fileno(),
@@ -222,10 +238,11 @@ class Migrator:
             session.call(req, criu_binary=self.settings.criu_binary, on_notify=on_notify,
                          log_path=images / req.opts.log_file, deadline=deadline,
                          pass_fds=[receiver.theirs.fileno()])
-            if not leave_running:  # CRIU switches them back itself for a tree it lets run
-                repair.leave_repair_mode(pid)
+            frozen = not leave_running  # CRIU switches them back itself for a tree it lets run
             receiver.finish(timeout=max(1.0, deadline.remaining()))
         except BaseException as e:
+            if frozen:  # CRIU's dump stood: the tree is frozen, its connections in repair mode
+                repair.leave_repair_mode(pid)
             receiver.theirs.close()
             _stop_uploads(uploads, e)
             if failed and isinstance(e, CriuError):

@@ -4,10 +4,13 @@ CRIU dumps an established connection by switching its socket to repair mode, whe
 sends nothing for it, and leaves it so when the tree stays frozen (crikpy's final dumps). Left
 that way, a tree resumed after a failed commit finds every connection answering EPERM, and a
 tree killed after a committed one drops its connections silently: the peers never learn they
-ended and keep whatever they tied to them (a lock, a transaction). So right after the dump,
-each socket is switched back (a copy of it taken with pidfd_getfd), and the connections behave
-as if crikpy were not there: alive if the tree runs on, closed with a FIN or RST when it dies.
-A restore never brings them back (options.tcp_close), so nothing is lost by this.
+ended and keep whatever they tied to them (a lock, a transaction). So once the commit's fate is
+known, each socket is switched back (through a copy of it taken with pidfd_getfd):
+- the commit failed and the tree runs on: the connections work as before the dump;
+- it committed and the tree is about to die: each is also set to reset when closed (SO_LINGER
+  0), so its peer gets an RST at once and nothing lingers in FIN_WAIT holding the port, which a
+  restore on the same host binds again.
+A restore never brings the connections back (options.tcp_close), so nothing is lost by this.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import struct
 
 from crikpy import log, procs
 
@@ -24,9 +28,10 @@ _TCP_REPAIR = 19
 _log = log.get()
 
 
-def leave_repair_mode(root: int) -> int:
-    """Switch every TCP socket of the tree at `root` out of repair mode; returns how many were
-    switched. Errors are logged, never raised: the dump itself stands either way."""
+def leave_repair_mode(root: int, *, reset: bool = False) -> int:
+    """Switch every TCP socket of the tree at `root` out of repair mode, set to reset its
+    connection when closed if `reset`; returns how many were switched. Errors are logged, never
+    raised: the dump itself stands either way."""
     number = _SYS_PIDFD_GETFD.get(os.uname().machine)
     libc = ctypes.CDLL(None, use_errno=True)
     switched, failed = 0, []
@@ -55,6 +60,9 @@ def leave_repair_mode(root: int) -> int:
                             socket.AF_INET, socket.AF_INET6):
                         continue
                     try:
+                        if reset:
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack("ii", 1, 0))
                         sock.setsockopt(socket.IPPROTO_TCP, _TCP_REPAIR, 0)
                         switched += 1
                     except OSError as e:

@@ -61,10 +61,14 @@ def test_with_a_key_no_byte_of_the_workloads_secret_reaches_the_bucket(images, c
         if keyed:
             env["CRIKPY_ENCRYPTION_KEY_FILE"] = f"{KEYS_IN_CONTAINER}/keys"
             extra = key_file(tmp_path, "k1", k1)
-        c = containers(images["counter"], env=env, extra=extra)
+        # The secret is in a file the workload writes too: the container's files are sealed.
+        command = ["sh", "-c", "echo $SECRET_MARKER > /var/tmp/secret && "
+                               "exec python3 /opt/counter/counter.py"]
+        c = containers(images["counter"], env=env, extra=extra, command=command)
         c.wait_for(lambda _: len(counts(c)) >= 3, what="three counts")
         assert c.stop() == 0
         stored = objects(s3, _prefix(env))
+        assert [k for k in stored if k.endswith("/container-files.tar")], sorted(stored)
         holders = [key for key, body in stored.items() if marker.encode() in body]
         if not keyed:
             assert holders, "the control found no marker: the check below would prove nothing"
@@ -72,9 +76,10 @@ def test_with_a_key_no_byte_of_the_workloads_secret_reaches_the_bucket(images, c
             continue
         assert not holders, f"the secret is in {holders}"
         assert not [k for k, body in stored.items() if b'"command"' in body]
-        restored = containers(images["counter"], env=env, extra=extra)
+        restored = containers(images["counter"], env=env, extra=extra, command=command)
         restored.wait_for(lambda _: len(counts(restored)) >= 2, what="the restored counter")
         assert counts(restored)[0] == counts(c)[-1] + 1
+        assert restored.exec("cat", "/var/tmp/secret").strip() == marker
 
 
 def test_restores_with_the_key_and_after_a_rotation(images, containers, s3_server, tmp_path):
