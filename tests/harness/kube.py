@@ -235,8 +235,8 @@ def downward_env(pod: dict, container: str = "crikpy") -> dict[str, str]:
 
 def _field(pod: dict, path: str) -> str:
     """A downward-API fieldPath: metadata.name, spec.nodeName, metadata.labels['key'], ..."""
-    if path.startswith("metadata.labels['"):
-        return pod["metadata"]["labels"][path[len("metadata.labels['"):-2]]
+    if path.startswith("metadata.labels['"):  # one the pod lacks is empty, as the kubelet has it
+        return pod["metadata"].get("labels", {}).get(path[len("metadata.labels['"):-2], "")
     value = pod
     for part in path.split("."):
         value = value[part]
