@@ -215,9 +215,16 @@ extendedKeyUsage=clientAuth"
             ctr --address containerd/containerd.sock -n k8s.io images import - >/dev/null
     fi
     launch kube-scheduler --config scheduler.yaml --bind-address 127.0.0.1 --secure-port "$(free_port)"
+    # A kubelet sets kernel tunables as it starts (vm.overcommit_memory=1, kernel.panic=10,
+    # kernel.panic_on_oops=1, ...), and only then. This host runs the rest of the tests and
+    # people's work too: its own values are put back once the node is up.
+    local tunables=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+                    kernel.keys.root_maxkeys kernel.keys.root_maxbytes) saved=()
+    running kubelet || mapfile -t saved < <(sysctl -e "${tunables[@]}" | tr -d ' ')
     launch kubelet --config kubelet.yaml --kubeconfig kubelet.kubeconfig \
         --root-dir "$dir/kubelet" --hostname-override "$node_name"
     wait_for kubelet 120 node_ready
+    ((${#saved[@]} == 0)) || sysctl -q -w "${saved[@]}"
     echo "$dir/admin.kubeconfig"
 }
 
