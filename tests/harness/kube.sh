@@ -43,8 +43,14 @@ stop() {
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
         rm -f "$dir/run/$name.pid"
     done
-    # The kubelet's volume mounts (tmpfs for tokens, binds) outlive it.
+    # The kubelet's volume mounts (tmpfs for tokens, binds) outlive it, and so do what it makes
+    # outside DIR: its pods' cgroups and its device-plugin socket, at fixed places.
     findmnt -rn -o TARGET | { grep "^$dir/" || true; } | sort -r | xargs -r umount -l
+    if [[ -f "$dir/kubelet.yaml" ]]; then
+        find /sys/fs/cgroup/*/kubepods -depth -type d -exec rmdir {} + 2>/dev/null || true
+        rm -rf /var/lib/kubelet/device-plugins
+        rmdir /var/lib/kubelet 2>/dev/null || true
+    fi
 }
 
 remove_containers() {  # the pods' containers outlive the kubelet: their shims are their own
@@ -272,6 +278,7 @@ tlsCertFile: $dir/pki/kubelet.crt
 tlsPrivateKeyFile: $dir/pki/kubelet.key
 podLogsDir: $dir/pod-logs
 failSwapOn: false
+makeIPTablesUtilChains: false  # no iptables rules of its own on a shared host (kube-proxy's aid)
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
 imageGCHighThresholdPercent: 100
 resolvConf: /etc/resolv.conf
