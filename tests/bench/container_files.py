@@ -18,9 +18,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tests.e2e.conftest import TAG
 from tests.e2e.podman import Container, events
 
-BASE = "localhost/crikpy-matrix:test"
+BASE = f"localhost/crikpy-matrix:{TAG}"  # built by the e2e tests (tests/harness/build-images.sh)
 WORKLOAD = ("import os, time\n"
             "for i in range({changed}):\n"
             "    os.makedirs(f'/opt/many/{{i % 100}}', exist_ok=True)\n"
@@ -32,7 +33,7 @@ WORKLOAD = ("import os, time\n"
 
 
 def build(files: int) -> str:
-    tag = f"localhost/crikpy-bench-files-{files}:test"
+    tag = f"localhost/crikpy-bench-files-{files}:{TAG}"
     with tempfile.TemporaryDirectory() as context:
         (Path(context) / "Containerfile").write_text(
             f"FROM {BASE}\nRUN python3 -c \"import os; [os.makedirs(f'/opt/many/{{i % 100}}', "
