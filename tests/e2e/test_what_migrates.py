@@ -9,6 +9,7 @@ when a checkpoint cannot be restored. docs/what-migrates.md is the contract thes
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import socket
@@ -38,8 +39,6 @@ def _restored(c: Container) -> dict:
 
 
 def _listing(image: str, volume, name: str) -> list[dict]:
-    import json
-
     out = podman("run", "--rm", *RUN_FLAGS, "-v", f"{volume}:{CHECKPOINT_DIR}",
                  "--entrypoint", "crikpy", image, "checkpoints", "list", "--json", "--name", name)
     return json.loads(out.stdout)
@@ -424,3 +423,30 @@ def test_thousands_of_shared_memory_regions_checkpoint_and_restore(images, conta
     second.wait_for(lambda _: second.lines("shared "), what="the restored mappings")
     intact, tick = (int(x) for x in second.lines("shared ")[0].split()[1:])
     assert intact == 3000 and tick == int(first.lines("shared ")[-1].split()[2]) + 1
+
+
+def test_a_checkpoint_written_before_container_files_and_versions_still_restores(
+        images, containers, volume):
+    """A checkpoint as crikpy wrote it before it carried the container's files and recorded the
+    program: no `program` in the manifest, no container-files objects. It restores as before,
+    with no version check (there is nothing to compare) and nothing put back."""
+    env = {"CRIKPY_NAME": "older"}
+    first = containers(images["counter"], volume=volume, env=env)
+    first.wait_for(lambda _: len(first.lines("count ")) >= 3, what="three counts")
+    assert first.stop() == 0
+    [ckpt] = [e["id"] for e in events(first.logs(), "checkpoint.committed")]
+    where = volume / "older" / "checkpoints" / ckpt
+    manifest = json.loads((where / "manifest.json").read_text())
+    assert manifest.pop("program")
+    carried = [f for f in manifest["files"] if f["path"].startswith("container-files.")]
+    assert len(carried) == 2, manifest["files"]
+    manifest["files"] = [f for f in manifest["files"] if f not in carried]
+    for f in carried:
+        (where / "files" / f["path"]).unlink()
+    (where / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+    second = containers(images["counter"], volume=volume, env=env)
+    assert _restored(second)["id"] == ckpt
+    assert not events(second.logs(), "files.restored")
+    second.wait_for(lambda _: second.lines("count "), what="a count")
+    assert int(second.lines("count ")[0].split()[1]) == int(first.lines("count ")[-1].split()[1]) + 1
