@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import resource
 import signal
+import time
 from pathlib import Path
 
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
@@ -404,8 +406,6 @@ def open_files_needed(root: int) -> int:
 def open_file_limit() -> int | None:
     """The hard RLIMIT_NOFILE here: the most any process of this container, CRIU's restore
     included, may ever raise its own limit to."""
-    import resource  # noqa: PLC0415
-
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return None if hard == resource.RLIM_INFINITY else hard
 
@@ -413,8 +413,6 @@ def open_file_limit() -> int | None:
 def reap_dead_children(wait_seconds: float = 2.0) -> list[int]:
     """Reap the children that end within `wait_seconds` (a failed restore's root, which CRIU
     has killed but cannot reap: it is ours); returns at once when no child is left."""
-    import time  # noqa: PLC0415
-
     reaped, until = [], time.monotonic() + wait_seconds
     while True:
         try:

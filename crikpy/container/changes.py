@@ -54,7 +54,8 @@ class Scope:
         alone = {m.point for m in mounts if m.carry is Carry.NONE}
         return cls(whole, frozenset(alone | {os.path.normpath(p) for p in own}), limit)
 
-    def baseline(self) -> Snapshot:
+    def listing(self) -> Snapshot:
+        """The root filesystem now: at start, the baseline; at a dump, what to compare with it."""
         return take(["/"], self.left_alone | set(self.whole), self.limit)
 
     def carries(self, path: str) -> bool:
@@ -77,7 +78,7 @@ class Captured:
 def capture(scope: Scope, baseline: Snapshot, into: Path, max_bytes: int) -> Captured:
     """Write the archive and the listing into the dir `into`. Raises CriuError (refusing the
     checkpoint) when the changed files hold more than `max_bytes`."""
-    now = scope.baseline()
+    now = scope.listing()
     whole = take(scope.whole, scope.left_alone, scope.limit)
     changed = [p for p, e in now.entries.items() if baseline.entries.get(p) != e
                and not (stat.S_ISDIR(e[0]) and _same_dir(baseline.entries.get(p), e))]

@@ -23,54 +23,54 @@ _log = log.get()
 
 
 class ContainerFiles:
-    def __init__(self, scope: changes.Scope, work_dir: Path, max_bytes: int,
-                 problem: str | None = None) -> None:
-        self.scope, self.work_dir, self.max_bytes = scope, work_dir, max_bytes
-        self.problem = problem  # why checkpoints must be refused (a baseline too large)
-
-    @classmethod
-    def _scope(cls, settings) -> changes.Scope:
+    def __init__(self, settings) -> None:
         own = [str(settings.work_dir), *settings.additional_paths]
         if settings.store.startswith("file://"):
             own.append(settings.store.removeprefix("file://"))
-        return changes.Scope.of(mounts.current(), own, settings.max_container_files)
+        self.scope = changes.Scope.of(mounts.current(), own, settings.max_container_files)
+        self.work_dir = settings.work_dir
+        self.max_bytes = settings.max_changed_mib * 1024 * 1024
+        self.problem: str | None = None  # why checkpoints must be refused (a baseline too large)
+        self._digests: dict[str, str] | None = None  # the image's, once read or computed
 
     @classmethod
     def at_start(cls, settings) -> "ContainerFiles":
-        scope = cls._scope(settings)
-        files = cls(scope, settings.work_dir, settings.max_changed_mib * 1024 * 1024)
+        files = cls(settings)
         watch = log.Stopwatch()
         try:
-            baseline = scope.baseline()
+            baseline = files.scope.listing()
         except TooManyFiles as e:
             files.problem = str(e)
             _log.error("files.too_many", error=str(e), consequence="checkpoints are refused")
             return files
+        files._digests = baseline.group_digests()
         try:
             settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             baseline.save(settings.work_dir / BASELINE)
-            (settings.work_dir / IMAGE).write_text(json.dumps(baseline.group_digests()))
+            (settings.work_dir / IMAGE).write_text(json.dumps(files._digests))
         except OSError as e:
             files.problem = f"cannot keep the container's baseline in {settings.work_dir}: {e}"
             _log.error("files.baseline_unsaved", error=str(e), consequence="checkpoints are refused")
             return files
-        alone = sorted(scope.left_alone)
-        _log.info("files.mounts", changes=["/"], whole=list(scope.whole), left_alone=alone,
-                  entries=len(baseline.entries), seconds=watch.elapsed())
+        _log.info("files.mounts", changes=["/"], whole=list(files.scope.whole),
+                  left_alone=sorted(files.scope.left_alone), entries=len(baseline.entries),
+                  seconds=watch.elapsed())
         return files
 
     @classmethod
     def resumed(cls, settings) -> "ContainerFiles":
-        files = cls(cls._scope(settings), settings.work_dir, settings.max_changed_mib * 1024 * 1024)
+        files = cls(settings)
         if not (settings.work_dir / BASELINE).exists():
             files.problem = "the container's baseline from the start is gone from the work dir"
         return files
 
     def image_digests(self) -> dict[str, str]:
-        try:
-            return json.loads((self.work_dir / IMAGE).read_text())
-        except (OSError, ValueError):
-            return {}
+        if self._digests is None:
+            try:
+                self._digests = json.loads((self.work_dir / IMAGE).read_text())
+            except (OSError, ValueError):
+                return {}
+        return self._digests
 
     def identity(self, root: int | None, command: list[str], env: dict[str, str],
                  settings) -> identity.Identity:

@@ -22,7 +22,7 @@ import struct
 
 from crikpy import log, procs
 
-_SYS_PIDFD_GETFD = {"x86_64": 438, "aarch64": 438}
+_SYS_PIDFD_GETFD = 438  # one number on every architecture (Linux 5.6's unified table)
 _TCP_REPAIR = 19
 
 _log = log.get()
@@ -32,7 +32,6 @@ def leave_repair_mode(root: int, *, reset: bool = False) -> int:
     """Switch every TCP socket of the tree at `root` out of repair mode, set to reset its
     connection when closed if `reset`; returns how many were switched. Errors are logged, never
     raised: the dump itself stands either way."""
-    number = _SYS_PIDFD_GETFD.get(os.uname().machine)
     libc = ctypes.CDLL(None, use_errno=True)
     switched, failed = 0, []
     for pid in procs.tree(root):
@@ -46,7 +45,7 @@ def leave_repair_mode(root: int, *, reset: bool = False) -> int:
             continue
         try:
             for fd in sockets:
-                mine = libc.syscall(number, pidfd, fd, 0) if number else -1
+                mine = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
                 if mine < 0:
                     failed.append(f"{pid} fd {fd}: {os.strerror(ctypes.get_errno())}")
                     continue
