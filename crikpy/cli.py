@@ -121,9 +121,9 @@ def run(command, config_file, **given):
     zombies are reaped; crikpy exits with the workload's code. When the workload exits on its own
     its checkpoint is stale and the next start is cold.
     """
-    from crikpy import entrypoint  # noqa: PLC0415
+    from crikpy import app  # noqa: PLC0415
 
-    return entrypoint.run(_settings(config_file, **given), command)
+    return app.run(_settings(config_file, **given), command)
 
 
 @cli.command(epilog=EPILOG)

@@ -15,13 +15,24 @@ that cannot finish in time gives up while the workload can still be let run on a
 
 from __future__ import annotations
 
+import enum
 import math
 import signal
 import time
 
 from crikpy.errors import Interrupted, StoreError
 
-IGNORE, SHORTEN, ABORT = "ignore", "shorten", "abort"
+
+
+class OnSigterm(enum.Enum):
+    """What a SIGTERM does to a deadline already running (see above)."""
+
+    IGNORE = "ignore"
+    SHORTEN = "shorten"
+    ABORT = "abort"
+
+
+IGNORE, SHORTEN, ABORT = OnSigterm.IGNORE, OnSigterm.SHORTEN, OnSigterm.ABORT
 
 _sigterm_seen_at: float | None = None
 
@@ -60,7 +71,7 @@ def reserve(grace_seconds: float) -> float:
 
 
 class Deadline:
-    def __init__(self, at: float, *, on_sigterm: str = IGNORE,
+    def __init__(self, at: float, *, on_sigterm: OnSigterm = IGNORE,
                  grace_seconds: float | None = None) -> None:
         self.at = at  # time.monotonic() value
         self.on_sigterm = on_sigterm
@@ -68,17 +79,17 @@ class Deadline:
 
     @classmethod
     def for_grace_period(cls, grace_seconds: float, started: float | None = None,
-                         on_sigterm: str = IGNORE) -> "Deadline":
+                         on_sigterm: OnSigterm = IGNORE) -> "Deadline":
         start = time.monotonic() if started is None else started
         return cls(start + grace_seconds - reserve(grace_seconds), on_sigterm=on_sigterm,
                    grace_seconds=grace_seconds)
 
     @classmethod
-    def after(cls, seconds: float) -> "Deadline":
-        return cls(time.monotonic() + seconds)
+    def after(cls, seconds: float, on_sigterm: OnSigterm = IGNORE) -> "Deadline":
+        return cls(time.monotonic() + seconds, on_sigterm=on_sigterm)
 
     @classmethod
-    def never(cls, on_sigterm: str = IGNORE) -> "Deadline":
+    def never(cls, on_sigterm: OnSigterm = IGNORE) -> "Deadline":
         """No time limit, only the SIGTERM rule (a restore's download)."""
         return cls(math.inf, on_sigterm=on_sigterm)
 
@@ -97,3 +108,13 @@ class Deadline:
             raise Interrupted(f"SIGTERM arrived during {what}; stopping it")
         if self.remaining() <= 0:
             raise DeadlineExceeded(f"{what} did not finish before the checkpoint deadline")
+
+
+def before_sigkill(grace_seconds: float, most: float) -> Deadline:
+    """At most `most` seconds from now, and, once a SIGTERM came, a second before the kubelet's
+    SIGKILL ends the grace period: for what still runs after a checkpoint is decided."""
+    at = time.monotonic() + most
+    arrived = sigterm_arrived_at()
+    if arrived is not None:
+        at = min(at, arrived + grace_seconds - 1.0)
+    return Deadline(at)

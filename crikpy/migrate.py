@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from crikpy import log, procs
+from crikpy import budget, log, procs
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import CheckpointRepository, Upload
 from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id, recorded_command
@@ -49,12 +49,13 @@ class Migrator:
     """Takes and restores checkpoints of one workload, as `settings` describe it."""
 
     def __init__(self, settings: Settings, repo: CheckpointRepository,
-                 files: ContainerFiles | None = None) -> None:
+                 files: ContainerFiles | None = None, criu_version: str = "unknown") -> None:
         """`files`: the container's files to carry; None carries none (the additional paths
-        only)."""
+        only). `criu_version`: as asked at the start, never while a tree is frozen."""
         self.settings = settings
         self.repo = repo
         self.files = files
+        self.criu_version = criu_version
 
     def _fresh_dir(self, label: str) -> Path:
         path = self.settings.work_dir / label
@@ -158,7 +159,7 @@ class Migrator:
                 root_pid=pid,
                 stdio=stdio,
                 additional_paths=list(self.settings.additional_paths),
-                criu_version=session.version(self.settings.criu_binary),
+                criu_version=self.criu_version,
                 kernel=platform.release(),
                 hostname=socket.gethostname(),
                 dump_seconds=dump_seconds,
@@ -296,7 +297,7 @@ class Migrator:
                     done.undo()
             if isinstance(e, CrikpyError):
                 criu_log = _read_or_none(staging / IMAGES / "restore.log")
-                e.restore_log = criu_log
+                e.criu_log = criu_log
                 if isinstance(e, CriuError) and not isinstance(e, NodeFault) and criu_log:
                     node_fault = preflight.node_fault_in(criu_log.decode(errors="replace"))
                     if node_fault:
@@ -321,7 +322,8 @@ class Migrator:
         try:
             req = options.restore(fd, inherit)
             resp = session.call(req, criu_binary=self.settings.criu_binary, pass_fds=held,
-                                on_notify=session.log_event, log_path=images / req.opts.log_file)
+                                on_notify=session.log_event, log_path=images / req.opts.log_file,
+                                deadline=Deadline.after(budget.CRIU_RESTORE_SECONDS))
         finally:
             for h in held:
                 os.close(h)

@@ -25,11 +25,13 @@ Restored, RestoreFailed and Quarantined are also Events about the pod (crikpy.po
 
 from __future__ import annotations
 
-from crikpy import log
+import dataclasses
+
+from crikpy import budget, log
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.container.identity import Identity
 from crikpy.container.identity import parse as parse_identity
-from crikpy.deadline import Deadline
+from crikpy.deadline import ABORT, Deadline
 from crikpy.errors import (CheckpointNotFound, CorruptCheckpoint, CrikpyError, CriuError,
                            Interrupted, NewerCheckpoint, NodeFault, RestoreFailed, StoreError)
 from crikpy.migrate import Migrator
@@ -41,73 +43,98 @@ _log = log.get()
 _NOT_ITS_FAULT = (StoreError, NewerCheckpoint, Interrupted)
 
 
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """The workload runs again from checkpoint `ckpt_id`, as the process tree rooted at `pid`."""
+
+    pid: int
+    command: list[str]
+    ckpt_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cold:
+    """Nothing to restore: the workload starts afresh."""
+
+
+Start = Restored | Cold
+
+
+@dataclasses.dataclass(frozen=True)
+class _GivenUp:
+    why: str  # "is corrupt and quarantined", ...
+
+
 class _NewVersion(Exception):
     def __init__(self, ckpt_id: str, changed: list[str]) -> None:
         super().__init__(ckpt_id)
         self.ckpt_id, self.changed = ckpt_id, changed
-RESET_SECONDS = 3.0  # the most setting a good restore's attempt count back may take
+
+
+def _step() -> Deadline:
+    """Each store step of a start: bounded, and stopped by a SIGTERM (Interrupted) with nothing
+    lost, however long another pod holds the store's lock."""
+    return Deadline.after(budget.STORE_CALL_SECONDS, on_sigterm=ABORT)
 
 
 def restore_latest(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
-                   events: PodEvents | None = None, program: Identity | None = None,
-                   ) -> tuple[int | None, list[str]]:
-    """Restore what the latest pointer names: (root PID, its command), or (None, []) to start
-    cold. `program`: this start's identity, to tell a new version from a move."""
+                   events: PodEvents | None = None, program: Identity | None = None) -> Start:
+    """Restore what the latest pointer names, or say the start is cold. `program`: this start's
+    identity, to tell a new version from a move."""
     events = events or PodEvents.off()
     try:
-        ckpt_id = repo.latest_id()
+        ckpt_id = repo.latest_id(_step())
     except CorruptCheckpoint as e:
-        repo.clear_latest(reason=str(e))
+        repo.clear_latest(str(e), _step())
         return _nothing_to_restore(settings, f"{e}; it is cleared")
     if ckpt_id is None:
         _log.info("restore.skipped", reason="the latest pointer names no checkpoint (none was "
                                             "committed, or the workload exited or was stopped "
                                             "without one)")
-        return None, []
+        return Cold()
     while ckpt_id is not None:
         try:
-            restored, why = _attempt(settings, repo, migrator, ckpt_id, events, program)
+            attempt = _attempt(settings, repo, migrator, ckpt_id, events, program)
         except _NewVersion as new:
             _log.warning("restore.new_version", id=new.ckpt_id, changed=new.changed,
                          action="cold start; the checkpoint is kept, and no longer latest "
                                 "(--on-new-version restore would restore it)")
             events.new_version(new.ckpt_id, new.changed)
-            repo.clear_latest(reason=f"new version: {'; '.join(new.changed)[:300]}")
-            return None, []
-        if restored is not None:
-            return restored
-        given_up, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id)
+            repo.clear_latest(f"new version: {'; '.join(new.changed)[:300]}", _step())
+            return Cold()
+        if isinstance(attempt, Restored):
+            return attempt
+        given_up, ckpt_id = ckpt_id, repo.previous_committed(ckpt_id, _step())
         if ckpt_id is not None:
-            _log.warning("restore.fallback", id=ckpt_id, instead_of=given_up, reason=why,
+            _log.warning("restore.fallback", id=ckpt_id, instead_of=given_up, reason=attempt.why,
                          detail="the previous committed checkpoint; the workload goes back "
                                 "further in time")
-            repo.point_at(ckpt_id, reason=f"fallback: {given_up}: {why}")
-    repo.clear_latest(reason=f"{given_up}: {why}")
-    return _nothing_to_restore(settings, f"checkpoint {given_up} {why} (see `crikpy checkpoints "
-                                         "list`), and no earlier one is left")
+            repo.point_at(ckpt_id, f"fallback: {given_up}: {attempt.why}", _step())
+    repo.clear_latest(f"{given_up}: {attempt.why}", _step())
+    return _nothing_to_restore(settings, f"checkpoint {given_up} {attempt.why} (see `crikpy "
+                                         "checkpoints list`), and no earlier one is left")
 
 
 def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
              ckpt_id: str, events: PodEvents, program: Identity | None,
-             ) -> tuple[tuple[int, list[str]] | None, str]:
-    """Restore one checkpoint: ((PID, command), ""), or (None, why it was given up); raises to
-    exit, keeping it."""
+             ) -> Restored | _GivenUp:
+    """Restore one checkpoint, or give it up; raises to exit, keeping it."""
     try:
-        manifest = repo.manifest(ckpt_id)
+        manifest = repo.manifest(ckpt_id, _step())
     except CheckpointNotFound:
-        return None, "is not in the store"
+        return _GivenUp("is not in the store")
     except CorruptCheckpoint as e:
-        repo.quarantine(ckpt_id, str(e))
+        repo.quarantine(ckpt_id, str(e), deadline=_step())
         events.quarantined(ckpt_id, str(e))
-        return None, "is corrupt and quarantined"
-    if repo.quarantined(ckpt_id):  # set aside before, though the pointer still named it
-        return None, "is quarantined"
+        return _GivenUp("is corrupt and quarantined")
+    if repo.quarantined(ckpt_id, _step()):  # set aside before, though the pointer named it
+        return _GivenUp("is quarantined")
     if program is not None and manifest.program is not None \
             and settings.on_new_version == "cold-start":
         changed = program.changes_from(parse_identity(manifest.program))
         if changed:
             raise _NewVersion(ckpt_id, changed)
-    failures = repo.attempts(ckpt_id)["failures"]
+    failures = repo.attempts(ckpt_id, _step())["failures"]
     attempt = failures + 1
     counted = False
 
@@ -115,7 +142,7 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         # Just before CRIU runs, with the checkpoint downloaded and verified: a store or node
         # fault before that is not the checkpoint's, and a CRIU that kills crikpy is bounded.
         nonlocal counted
-        repo.record_attempt(ckpt_id, attempt, "restore begun")
+        repo.record_attempt(ckpt_id, attempt, "restore begun", _step())
         counted = True
 
     _log.info("restore.started", id=ckpt_id, attempt=attempt, of=settings.restore_attempts)
@@ -130,19 +157,20 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
         events.restore_failed(ckpt_id, f"{e}; the checkpoint is kept for the next start")
         raise
     except CorruptCheckpoint as e:
-        repo.quarantine(ckpt_id, str(e), getattr(e, "restore_log", None))
+        repo.quarantine(ckpt_id, str(e), e.criu_log, _step())
         events.quarantined(ckpt_id, str(e))
-        return None, "is corrupt and quarantined"
+        return _GivenUp("is corrupt and quarantined")
     except Exception as e:  # noqa: BLE001  (any other failure counts against the checkpoint)
         node = isinstance(e, NodeFault)
         reason = str(e) if isinstance(e, CrikpyError) else f"{type(e).__name__}: {e}"
         if attempt >= settings.restore_attempts:
             where = ", each time on a node that could not restore it" if node else ""
             why = f"{reason} (restore failed {attempt} times{where})"
-            repo.quarantine(ckpt_id, why, getattr(e, "restore_log", None))
+            repo.quarantine(ckpt_id, why, e.criu_log if isinstance(e, CrikpyError) else None,
+                            _step())
             events.quarantined(ckpt_id, why)
-            return None, f"failed to restore {attempt} times and is quarantined"
-        repo.record_attempt(ckpt_id, attempt, reason)
+            return _GivenUp(f"failed to restore {attempt} times and is quarantined")
+        repo.record_attempt(ckpt_id, attempt, reason, _step())
         _log.error("restore.failed", id=ckpt_id, error=reason, attempt=attempt,
                    of=settings.restore_attempts, exc_info=not isinstance(e, CrikpyError),
                    fault="node" if node else "checkpoint or CRIU",
@@ -158,14 +186,14 @@ def _attempt(settings: Settings, repo: CheckpointRepository, migrator: Migrator,
                         "again, and quarantines it after the last attempt") from e
     events.restored(manifest, watch.elapsed())
     _reset_attempts(repo, ckpt_id)
-    return (pid, manifest.command), ""
+    return Restored(pid, manifest.command, ckpt_id)
 
 
 def _reset_attempts(repo: CheckpointRepository, ckpt_id: str) -> None:
     """A good restore sets the count back to none: deleted, or rewritten where the store
     refuses the delete, so that restores that worked never bring a quarantine nearer. Bounded,
     since the workload already runs and a SIGTERM may be on its way."""
-    bound = Deadline.after(RESET_SECONDS)
+    bound = Deadline.after(budget.RESET_ATTEMPTS_SECONDS)
     try:
         repo.forget_attempts(ckpt_id, bound)
         return
@@ -181,14 +209,15 @@ def _reset_attempts(repo: CheckpointRepository, ckpt_id: str) -> None:
 
 def _uncount(repo: CheckpointRepository, ckpt_id: str, failures: int, error: Exception) -> None:
     try:
-        repo.record_attempt(ckpt_id, failures, f"not counted: {error}")
+        repo.record_attempt(ckpt_id, failures, f"not counted: {error}",
+                            Deadline.after(budget.RESET_ATTEMPTS_SECONDS))
     except StoreError:
         pass  # the store is what failed; the count stays one too high: a quarantine comes sooner
 
 
-def _nothing_to_restore(settings: Settings, why: str) -> tuple[None, list[str]]:
+def _nothing_to_restore(settings: Settings, why: str) -> Cold:
     if settings.on_restore_failure == "fail":
         raise RestoreFailed(f"nothing could be restored: {why}; fix the cause, or set "
                             "--on-restore-failure=cold-start to start cold instead")
     _log.warning("restore.skipped", reason=why, action="cold start")
-    return None, []
+    return Cold()

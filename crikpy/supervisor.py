@@ -29,6 +29,7 @@ The supervisor knows nothing of CRIU or stores: checkpointing is the callback's 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import signal
 import time
@@ -42,18 +43,30 @@ _UNCAUGHT = {signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, sign
 WAITED = frozenset(signal.valid_signals()) - _UNCAUGHT
 _RAISED_BY_OWN_WRITES = {signal.SIGPIPE, signal.SIGXFSZ}
 
-EXITED, CHECKPOINTED, STOPPED = "exited", "checkpointed", "stopped"
-COMMITTED, FAILED, DECLINED = "committed", "failed", "declined"  # what on_sigterm returns
 TICK_SECONDS = 0.5
 T = TypeVar("T")
+
+
+class SigtermResult(enum.Enum):
+    """What `on_sigterm` did with a SIGTERM."""
+
+    COMMITTED = "committed"  # a checkpoint holds the frozen tree: it is ended
+    FAILED = "failed"  # the checkpoint failed: the tree runs on and gets the SIGTERM
+    DECLINED = "declined"  # no checkpoint wanted for this stop: the SIGTERM is passed on
+
+
+class Ended(enum.Enum):
+    """How the workload ended."""
+
+    EXITED = "exited"  # on its own
+    STOPPED = "stopped"  # after crikpy passed a SIGTERM on to it
+    CHECKPOINTED = "checkpointed"  # its checkpoint was committed and crikpy ended it
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     exit_code: int
-    # EXITED: the workload ended on its own; STOPPED: it ended after crikpy forwarded a SIGTERM;
-    # CHECKPOINTED: its checkpoint was committed and crikpy ended it.
-    how: str
+    how: Ended
 
 
 def block_signals() -> None:
@@ -117,12 +130,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
     return pid
 
 
-def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
+def supervise(pid: int, on_sigterm: Callable[[int], SigtermResult] | None,
               on_tick: Callable[[int], bool] | None = None,
               notice_wait: float = float("inf")) -> Outcome:
     """Run the loop until the workload rooted at `pid` ends; see the module's signal rules."""
     _log = log.get().bind(pid=pid)
-    on_sigterm = on_sigterm and _guarded(on_sigterm, FAILED, _log)
+    on_sigterm = on_sigterm and _guarded(on_sigterm, SigtermResult.FAILED, _log)
     on_tick = on_tick and _guarded(on_tick, False, _log)
     checkpoint_wanted = on_sigterm is not None
     forwarded_term = False
@@ -149,16 +162,17 @@ def supervise(pid: int, on_sigterm: Callable[[int], str] | None,
             if status is not None:
                 code = os.waitstatus_to_exitcode(status)
                 code = 128 - code if code < 0 else code
-                how = STOPPED if forwarded_term else EXITED
-                _log.info("workload.exited", exit_code=code, how=how)
+                how = Ended.STOPPED if forwarded_term else Ended.EXITED
+                _log.info("workload.exited", exit_code=code, how=how.value)
                 return Outcome(code, how)
         elif sig == signal.SIGTERM and checkpoint_wanted:
             checkpoint_wanted = False
             result = on_sigterm(pid)
-            if result == COMMITTED:
+            if result is SigtermResult.COMMITTED:
                 _end_frozen_tree(pid)
-                return Outcome(0, CHECKPOINTED)
-            if result == FAILED:
+                _log.info("workload.stopped", reason="checkpoint committed")
+                return Outcome(0, Ended.CHECKPOINTED)
+            if result is SigtermResult.FAILED:
                 procs.signal_tree(pid, signal.SIGCONT)
             _forward(pid, sig, _log)
             forwarded_term = True
@@ -189,10 +203,10 @@ def _wait_for_own_sigterm(timeout: float, _log) -> Outcome:
         if info.si_signo == signal.SIGCHLD:
             _reap_all(-1)
         elif info.si_signo in (signal.SIGTERM, signal.SIGINT):
-            return Outcome(0, CHECKPOINTED)
+            return Outcome(0, Ended.CHECKPOINTED)
     _log.warning("notice.no_termination", waited_seconds=timeout,
                  action="exiting so that the container restarts and restores the checkpoint")
-    return Outcome(0, CHECKPOINTED)
+    return Outcome(0, Ended.CHECKPOINTED)
 
 
 def _forward(pid: int, sig: int, _log) -> None:

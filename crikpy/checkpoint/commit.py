@@ -32,6 +32,7 @@ from typing import Callable, Iterable, TypeVar
 
 from crikpy import log
 from crikpy.checkpoint import keys as keys_mod
+from crikpy.checkpoint import pointer
 from crikpy.checkpoint.framed import CODEC, Compressed, Decompressed
 from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.manifest import FileEntry, Manifest, id_age_seconds, is_id
@@ -40,7 +41,7 @@ from crikpy.checkpoint.sealed import (AuthenticationFailed, Binding, OpenedFile,
                                       sealing_key_id)
 from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, CrikpyError,
-                           NewerCheckpoint, StoreError)
+                           NewerCheckpoint, RaceLost, StoreError)
 from crikpy.settings import Settings
 from crikpy.settings_table import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import Digest, MissingObject, PreconditionFailed, Store, open_store
@@ -51,10 +52,6 @@ NEWER = "newer-format"  # written by a newer crikpy: never touched by this one
 ENCRYPTED = "encrypted"  # sealed with a key this process does not hold
 # what `release` did
 RELEASED_LATEST, RELEASED_NOT_LATEST, NOT_QUARANTINED = "latest", "not latest", "not quarantined"
-_ABSENT = ""  # pointer version meaning "no pointer object yet"
-_GARBLED = "<garbled>"  # what a pointer that could not be read names, until it is rewritten
-_UNREAD = "<unread>"
-HOUSEKEEPING_SECONDS = 10.0  # the most retention and sweeping may take after a commit
 # A checkpoint is a few big pages images and dozens of small ones, each a request or two: moved
 # one after another, the small ones cost a round trip each (20-50 ms on S3). The store's part
 # budget bounds the memory, however many move at once.
@@ -74,15 +71,12 @@ class CheckpointInfo:
         return dataclasses.asdict(self)
 
 
-class RaceLost(Exception):
-    """Another process with the same name moved the latest pointer first."""
-
-
 class CheckpointRepository:
     """The checkpoints of one workload in one store."""
 
     def __init__(self, store: Store, workload_key: str, keep: int = 2,
-                 stale_after: float = 600.0, keys: KeyRing | None = None) -> None:
+                 stale_after: float = 600.0, keys: KeyRing | None = None,
+                 owner: str | None = None) -> None:
         """`stale_after`: seconds after which a writer of this name must be dead (the longest a
         checkpoint may take); its leftovers are swept only then, never while it may be alive.
         `keys`: seal what is written, and accept only what opens under them (sealed.py)."""
@@ -91,11 +85,10 @@ class CheckpointRepository:
         self.prefix = workload_key
         self.keep = keep
         self.stale_after = stale_after
-        self._pointer_version: str | None = None  # None: not read yet
-        self._pointer_id: str | None = None
-        # What the pointer named when this process first read it, or last wrote itself: its own
-        # workload's. A checkpoint another pod committed since (winning a race) is not.
-        self._own_id: str | None = _UNREAD
+        # Who this pod start is in the pointers it writes, and the pointer as it last knew it
+        # its own (found at its start, or written by it). Both cross the lean re-exec.
+        self.owner = owner or pointer.new_owner()
+        self.known: pointer.Pointer | None = None
         self._log = log.get().bind(store=store.url, workload=workload_key)
 
     # keys
@@ -110,58 +103,29 @@ class CheckpointRepository:
     def _pointer(self) -> str:
         return f"{self.prefix}/latest.json"
 
-    # the latest pointer
-    def _read_pointer(self, deadline: Deadline | None = None) -> str | None:
-        obj = self.store.get_bytes(self._pointer, deadline=deadline)
-        self._pointer_version = obj.etag if obj else _ABSENT
-        ckpt_id, problem = None, None
-        if obj is not None:
-            try:
-                ckpt_id = json.loads(obj.data)["id"]
-                if ckpt_id is not None and not (isinstance(ckpt_id, str) and is_id(ckpt_id)):
-                    problem = f"latest pointer names a bad id {ckpt_id!r}"
-            except (ValueError, KeyError, TypeError, RecursionError):
-                problem = f"latest pointer {self._pointer} in {self.store.url} is garbled"
-        self._pointer_id = _GARBLED if problem else ckpt_id
-        if self._own_id == _UNREAD:
-            self._own_id = self._pointer_id
-        if problem:
-            raise CorruptCheckpoint(problem)
-        return ckpt_id
+    # the latest pointer (crikpy.checkpoint.pointer says who may move it, and how)
+    def _read_pointer(self, deadline: Deadline | None = None) -> pointer.Pointer:
+        """The pointer as it is now. The first read is what this pod found at its start, the
+        pointer it may move or clear as long as it is unchanged."""
+        now = pointer.read(self.store, self._pointer, deadline)
+        if self.known is None:
+            self.known = now
+        return now
 
     def _write_pointer(self, ckpt_id: str | None, deadline: Deadline | None = None,
                        **context) -> None:
-        if self._pointer_version is None:
-            self._read_pointer(deadline)
-        body = json.dumps({"id": ckpt_id, "at": _now(), **context}).encode()
-        try:
-            self._pointer_version = self.store.put_bytes(
-                self._pointer, body,
-                if_match=self._pointer_version or None,
-                if_absent=self._pointer_version == _ABSENT,
-                deadline=deadline,
-            )
-            self._pointer_id = self._own_id = ckpt_id
-        except PreconditionFailed as e:
-            # The write may have landed and only its answer been lost (the retry then meets
-            # the write itself): what the pointer names now decides, not the error.
-            self._pointer_version = None
-            try:
-                landed = self._read_pointer(deadline) == ckpt_id
-            except CorruptCheckpoint:
-                landed = False
-            if not landed:
-                raise RaceLost(str(e)) from e
-            self._own_id = ckpt_id
-            self._log.info("latest.confirmed", id=ckpt_id, detail="the write's answer was lost; "
-                           "read back, the pointer names what was written")
+        """Move the pointer from what this pod knows it to be; RaceLost if another moved it."""
+        seen = self.known if self.known is not None else self._read_pointer(deadline)
+        self.known = pointer.write(self.store, self._pointer, seen, ckpt_id, self.owner,
+                                   _now(), deadline, **context)
 
-    def latest_id(self) -> str | None:
-        return self._read_pointer()
+    def latest_id(self, deadline: Deadline | None = None) -> str | None:
+        """The checkpoint the pointer names; CorruptCheckpoint when it cannot be read."""
+        return pointer.raise_if_garbled(self._read_pointer(deadline))
 
     def latest(self) -> Manifest | None:
         """The manifest the pointer names, verified; None when there is nothing to restore."""
-        ckpt_id = self._read_pointer()
+        ckpt_id = self.latest_id()
         if ckpt_id is None:
             return None
         return self.manifest(ckpt_id)
@@ -185,29 +149,37 @@ class CheckpointRepository:
                                        f"{ckpt_id} says it was sealed otherwise than it was")
         return manifest
 
-    def clear_latest(self, reason: str, deadline: Deadline | None = None) -> None:
+    def clear_latest(self, reason: str, deadline: Deadline | None = None, *,
+                     naming: str | None = None) -> pointer.Cleared:
         """Point at nothing, so the next start is cold; keeps the checkpoints themselves.
 
-        Only while the pointer names this process's own checkpoint (see `_own_id`), never one
-        another pod committed since.
+        Only while the pointer is this pod's (pointer.is_ours), never over what another pod
+        wrote since; with `naming`, only while it names that checkpoint (one set aside or
+        deleted). Logs what it did, and returns it.
         """
-        if self._pointer_version is None:
-            with contextlib.suppress(CorruptCheckpoint):  # garbled: cleared if it was all along
-                self._read_pointer(deadline)
-        if self._pointer_id is None:
-            return  # already pointing at nothing, as last read
-        if self._pointer_id != self._own_id:
-            self._log.warning("latest.clear_skipped", id=self._pointer_id,
-                              reason="the pointer names another pod's checkpoint")
-            return
-        try:
-            self._write_pointer(None, deadline, reason=reason)
-        except RaceLost:
-            self._log.warning("latest.clear_skipped", reason="pointer moved by another process")
+        now = pointer.read(self.store, self._pointer, deadline)
+        if now.id is None:
+            result = pointer.Cleared.ALREADY_CLEAR
+        elif not (now.id == naming if naming is not None
+                  else pointer.is_ours(now, self.owner, self.known)):
+            result = pointer.Cleared.NOT_OURS
+        else:
+            try:
+                self.known = pointer.write(self.store, self._pointer, now, None, self.owner,
+                                           _now(), deadline, reason=reason)
+                result = pointer.Cleared.CLEARED
+            except RaceLost:
+                result = pointer.Cleared.RACE_LOST
+        if result is pointer.Cleared.CLEARED:
+            self._log.info("latest.cleared", id=now.id, reason=reason)
+        else:
+            self._log.info("latest.clear_skipped", names=now.id, writer=now.writer,
+                           why=result.value, reason=reason)
+        return result
 
-    def point_at(self, ckpt_id: str, reason: str) -> None:
+    def point_at(self, ckpt_id: str, reason: str, deadline: Deadline | None = None) -> None:
         """Make an older committed checkpoint the latest (a fallback, or a release)."""
-        self._write_pointer(ckpt_id, reason=reason)
+        self._write_pointer(ckpt_id, deadline, reason=reason)
 
     # committing
     def open_upload(self, ckpt_id: str, rel: str, deadline: Deadline | None,
@@ -257,7 +229,6 @@ class CheckpointRepository:
         self._write_pointer(ckpt_id, deadline)
         self._log.info("checkpoint.committed", id=ckpt_id, bytes=manifest.total_bytes,
                        seconds=watch.elapsed())
-        self.housekeeping(ckpt_id, deadline)
         return manifest
 
     def _check_all_present(self, ckpt_id: str, rels: list[str], deadline: Deadline | None) -> None:
@@ -299,14 +270,12 @@ class CheckpointRepository:
                 raise StoreError(f"checkpoint {manifest.id} already has another manifest in "
                                  f"{self.store.url}; not committing") from None
 
-    def housekeeping(self, just_committed: str, deadline: Deadline | None = None) -> None:
-        """Retention and sweeping after a commit: bounded, and never a failure of the commit."""
-        bound = Deadline.after(HOUSEKEEPING_SECONDS)
-        if deadline is not None and deadline.remaining() < bound.remaining():
-            bound = deadline
+    def housekeeping(self, just_committed: str, deadline: Deadline) -> None:
+        """Retention and sweeping after a commit, once nothing waits for it (the tree runs on,
+        or is gone): bounded, and never a failure of the commit."""
         try:
-            self.prune(just_committed, bound)
-            self.store.sweep(f"{self.prefix}/", older_than=self.stale_after, deadline=bound)
+            self.prune(just_committed, deadline)
+            self.store.sweep(f"{self.prefix}/", older_than=self.stale_after, deadline=deadline)
         except Exception as e:  # noqa: BLE001  (committed is committed, whatever fails here)
             self._log.warning("checkpoint.housekeeping_failed", id=just_committed,
                               error=f"{type(e).__name__}: {e}",
@@ -357,7 +326,7 @@ class CheckpointRepository:
             if is_id(ckpt_id):  # anything else there is not crikpy's
                 keys_by_id.setdefault(ckpt_id, set()).add(rest)
         try:
-            latest = self._read_pointer(deadline)
+            latest = self.latest_id(deadline)
         except CorruptCheckpoint as e:  # the checkpoints are still worth listing
             self._log.warning("latest.garbled", problem=str(e),
                               consequence="the next start clears it and starts cold")
@@ -402,8 +371,8 @@ class CheckpointRepository:
         return record if isinstance(record, dict) else None
 
     # restore attempts: a restart loop is bounded by counting them in the store
-    def attempts(self, ckpt_id: str) -> dict:
-        record = self._record(ckpt_id, "attempts.json") or {}
+    def attempts(self, ckpt_id: str, deadline: Deadline | None = None) -> dict:
+        record = self._record(ckpt_id, "attempts.json", deadline) or {}
         failures = record.get("failures")
         counted = isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0
         # Capped: the record is not sealed, and no setting counts beyond it.
@@ -418,16 +387,18 @@ class CheckpointRepository:
     def forget_attempts(self, ckpt_id: str, deadline: Deadline | None = None) -> None:
         self.store.delete(f"{self._ckpt(ckpt_id)}/attempts.json", deadline=deadline)
 
-    def quarantined(self, ckpt_id: str) -> bool:
-        return self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json") is not None
+    def quarantined(self, ckpt_id: str, deadline: Deadline | None = None) -> bool:
+        return self.store.get_bytes(f"{self._ckpt(ckpt_id)}/quarantine.json",
+                                    deadline=deadline) is not None
 
-    def previous_committed(self, before: str) -> str | None:
+    def previous_committed(self, before: str, deadline: Deadline | None = None) -> str | None:
         """The newest committed (not quarantined) checkpoint older than `before`.
 
         Raises ConfigError when that one is sealed under a key this pod does not hold: a start
         must not pass over a checkpoint it merely cannot read.
         """
-        older = [i for i in self.list() if i.status in (COMMITTED, ENCRYPTED) and i.id < before]
+        older = [i for i in self.list(deadline)
+                 if i.status in (COMMITTED, ENCRYPTED) and i.id < before]
         if older and older[-1].status == ENCRYPTED:
             raise ConfigError(older[-1].reason)
         return older[-1].id if older else None
@@ -441,7 +412,7 @@ class CheckpointRepository:
         """
         self.manifest(ckpt_id)  # it must exist and read as a committed checkpoint
         base = self._ckpt(ckpt_id)
-        latest = self._read_pointer()  # before any change: a garbled pointer changes nothing
+        latest = self.latest_id()  # before any change: a garbled pointer changes nothing
         was_quarantined = self.quarantined(ckpt_id)
         self.store.delete(f"{base}/attempts.json")
         if not was_quarantined:
@@ -452,15 +423,16 @@ class CheckpointRepository:
             return RELEASED_LATEST
         return RELEASED_LATEST if latest == ckpt_id else RELEASED_NOT_LATEST
 
-    def quarantine(self, ckpt_id: str, reason: str, restore_log: bytes | None = None) -> None:
+    def quarantine(self, ckpt_id: str, reason: str, criu_log: bytes | None = None,
+                   deadline: Deadline | None = None) -> None:
         """Set a checkpoint aside so no start tries it again; the pointer stops naming it."""
         base = self._ckpt(ckpt_id)
-        if restore_log:
-            self.store.put_bytes(f"{base}/restore.log", restore_log)
+        if criu_log:
+            self.store.put_bytes(f"{base}/restore.log", criu_log, deadline=deadline)
         self.store.put_bytes(f"{base}/quarantine.json",
-                             json.dumps({"reason": reason, "at": _now()}).encode())
-        if self._read_pointer() == ckpt_id:
-            self.clear_latest(reason=f"checkpoint {ckpt_id} quarantined")
+                             json.dumps({"reason": reason, "at": _now()}).encode(),
+                             deadline=deadline)
+        self.clear_latest(f"checkpoint {ckpt_id} quarantined", deadline, naming=ckpt_id)
         self._log.warning("checkpoint.quarantined", id=ckpt_id, reason=reason)
 
     def delete(self, ckpt_id: str) -> None:
@@ -470,8 +442,7 @@ class CheckpointRepository:
                 f"checkpoint {ckpt_id} is not in {self.store.url} under {self.prefix}; "
                 "see `crikpy checkpoints list`"
             )
-        if self._read_pointer() == ckpt_id:
-            self.clear_latest(reason=f"checkpoint {ckpt_id} deleted")
+        self.clear_latest(f"checkpoint {ckpt_id} deleted", naming=ckpt_id)
         self._delete_keys(keys)
 
     def _delete_keys(self, keys: Iterable[str], deadline: Deadline | None = None) -> None:
@@ -596,27 +567,42 @@ class LazyRepository:
     a thread when a checkpoint begins, so that it overlaps CRIU's own start.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, owner: str, known: pointer.Pointer | None) -> None:
         self._settings = settings
         self._repo: CheckpointRepository | None = None
+        self._failed: Exception | None = None
         self._lock = threading.Lock()
+        # What the pod start that handed over knew: the repository goes on from it.
+        self.owner, self.known = owner, known
 
     def warm(self) -> None:
+        """Open the store in a helper thread; what fails there is raised at first use."""
         if self._repo is None:
-            threading.Thread(target=self._open, name="store-warm", daemon=True).start()
+            threading.Thread(target=self._open, args=(True,), name="store-warm",
+                             daemon=True).start()
 
-    def _open(self) -> CheckpointRepository:
+    def _open(self, warming: bool = False) -> CheckpointRepository | None:
         with self._lock:
+            if self._repo is None and self._failed is None:
+                try:
+                    self._repo = open_repository(self._settings, self.owner)
+                    self._repo.known = self.known
+                except Exception as e:  # noqa: BLE001  (raised where the store is used)
+                    self._failed = e
             if self._repo is None:
-                self._repo = open_repository(self._settings)
+                if warming:
+                    return None
+                failed, self._failed = self._failed, None  # the next use tries again
+                raise failed
             return self._repo
 
     def __getattr__(self, name: str):
         return getattr(self._repo if self._repo is not None else self._open(), name)
 
 
-def open_repository(settings: Settings) -> CheckpointRepository:
+def open_repository(settings: Settings, owner: str | None = None) -> CheckpointRepository:
     """The repository `settings` describe: its store, its keys, its retention."""
     ring = keys_mod.load(settings.encryption_key_file) if settings.encryption_key_file else None
     return CheckpointRepository(open_store(settings.store, settings), settings.workload_key,
-                                settings.keep_checkpoints, settings.longest_checkpoint, ring)
+                                settings.keep_checkpoints, settings.longest_checkpoint, ring,
+                                owner)

@@ -8,7 +8,6 @@ becomes this process's child too.
 
 from __future__ import annotations
 
-import functools
 import select
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from crikpy import log, procs
-from crikpy.errors import CriuError, CriuUnavailable
+from crikpy.errors import CrikpyError, CriuError, CriuUnavailable
 
 if TYPE_CHECKING:
     from crikpy.deadline import Deadline
@@ -89,10 +88,14 @@ def _wait_readable(sock: socket.socket, proc: subprocess.Popen, deadline, op: st
     if deadline is None:
         return
     while not select.select([sock], [], [], max(0.0, min(deadline.remaining(), 0.5)))[0]:
-        if deadline.remaining() <= 0:
+        try:
+            if deadline.remaining() <= 0:
+                raise CriuError(f"criu {op} did not finish before its deadline; CRIU was "
+                                "stopped")
+            deadline.check(f"criu {op}")  # a SIGTERM that stops this step
+        except CrikpyError:
             proc.kill()
-            raise CriuError(f"criu {op} did not finish before the checkpoint deadline; "
-                            "CRIU was stopped")
+            raise
 
 
 def _receive(sock: socket.socket, pb):
@@ -131,11 +134,10 @@ def _log_hint(log_path: Path | None, resp) -> str:
     return ": " + " | ".join(errors)
 
 
-@functools.cache
-def version(criu_binary: str = "criu") -> str:
-    """CRIU's version as `major.minor[.sublevel]`, asked over RPC once per process."""
+def version(criu_binary: str = "criu", deadline: "Deadline | None" = None) -> str:
+    """CRIU's version as `major.minor[.sublevel]`, asked over RPC."""
     pb = rpc()
-    resp = call(pb.criu_req(type=pb.VERSION), criu_binary=criu_binary)
+    resp = call(pb.criu_req(type=pb.VERSION), criu_binary=criu_binary, deadline=deadline)
     v = resp.version
     text = f"{v.major_number}.{v.minor_number}"
     return f"{text}.{v.sublevel}" if v.HasField("sublevel") and v.sublevel else text

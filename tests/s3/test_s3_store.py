@@ -637,7 +637,7 @@ def test_item4_only_a_failure_of_the_restore_itself_counts_against_a_checkpoint(
             assert failed.value.exit_code == 173
         else:  # three good restores, on a bucket that answers 503 to DELETE
             proxy.persistent, proxy.persistent_match = "503", "DELETE "
-            assert _restore(store, tmp_path)[0] == 4242
+            assert _restore(store, tmp_path).pid == 4242
         proxy.persistent = None
         assert _failures(store, manifest.id) == 0
     with capture_logs() as logs, pytest.raises(Exception, match="attempt 1 of 3"):

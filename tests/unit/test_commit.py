@@ -7,6 +7,7 @@ import pytest
 
 from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
 from crikpy.checkpoint.manifest import new_id
+from crikpy.deadline import Deadline
 from crikpy.errors import CheckpointNotFound, CorruptCheckpoint
 from crikpy.stores import open_store
 
@@ -31,8 +32,10 @@ def staged(tmp_path, content: bytes = b"pages" * 1000) -> Path:
 
 
 def commit(repo, tmp_path, content=b"pages" * 1000):
-    ckpt_id = new_id()
-    return repo.commit(staged(tmp_path, content), ckpt_id, DESCRIBE)
+    """Commit a checkpoint, and tidy up after it, as a pod does once nothing waits for it."""
+    manifest = repo.commit(staged(tmp_path, content), new_id(), DESCRIBE)
+    repo.housekeeping(manifest.id, Deadline.after(10))
+    return manifest
 
 
 def test_committed_checkpoint_is_latest_and_fetches_verified(store, tmp_path):
@@ -73,7 +76,7 @@ def test_damaged_file_is_caught_before_anyone_reads_it(store, tmp_path, damage, 
 def test_quarantine_clears_pointer_and_shows_reason(store, tmp_path):
     repo = CheckpointRepository(store, "app")
     m = commit(repo, tmp_path)
-    repo.quarantine(m.id, "criu restore failed: boom", restore_log=b"Error: boom")
+    repo.quarantine(m.id, "criu restore failed: boom", criu_log=b"Error: boom")
     assert repo.latest() is None
     [info] = repo.list()
     assert (info.status, info.reason, info.latest) == ("quarantined", "criu restore failed: boom",

@@ -150,5 +150,5 @@ def test_an_attempts_record_with_a_huge_count_is_capped_not_a_crash(tmp_path):
             return 4242
 
     settings = types.SimpleNamespace(restore_attempts=3, on_restore_failure="cold-start")
-    assert recovery.restore_latest(settings, repo, Restores())[0] == 4242
+    assert recovery.restore_latest(settings, repo, Restores()).pid == 4242
     assert repo.attempts(m.id)["failures"] == 0

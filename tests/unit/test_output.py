@@ -106,7 +106,7 @@ def _start(tmp_path, store, migrator=None):
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
     with capture_logs() as logs:
         assert recovery.restore_latest(s, CheckpointRepository(store, "app"),
-                                       migrator or FakeMigrator()) == (None, [])
+                                       migrator or FakeMigrator()) == recovery.Cold()
     return [e for e in logs if e["event"] == "restore.skipped"]
 
 

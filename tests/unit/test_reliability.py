@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from crikpy import deadline as deadline_mod
-from crikpy import errors
+from crikpy import errors, recovery
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import Manifest, new_id
 from crikpy.errors import CorruptCheckpoint, NodeFault
@@ -435,7 +435,7 @@ def test_item4_repeated_restore_failures_quarantine_after_k_then_fall_back(tmp_p
             start()
         assert repo.latest_id() == newest
         assert repo.attempts(newest)["failures"] == attempt
-    pid, _ = start()  # the third failure quarantines it; the previous generation restores
+    pid = start().pid  # the third failure quarantines it; the previous generation restores
     assert pid == 4242
     assert migrator.restored == [newest, newest, newest, older]
     statuses = {i.id: i.status for i in repo.list()}
@@ -446,7 +446,7 @@ def test_item4_repeated_restore_failures_quarantine_after_k_then_fall_back(tmp_p
 def test_item4_corrupt_checkpoint_is_quarantined_at_once(tmp_path):
     migrator = FakeMigrator(CorruptCheckpoint("file images/pages-1.img does not match"))
     start, repo, [ckpt] = _recovery(tmp_path, migrator)
-    assert start() == (None, [])  # cold start
+    assert start() == recovery.Cold()  # cold start
     assert [i.status for i in repo.list()] == ["quarantined"]
 
 
@@ -482,7 +482,8 @@ def test_item4_quarantined_checkpoints_fall_under_retention(tmp_path):
     bad = [repo.commit(staged(tmp_path), new_id(), DESCRIBE).id for _ in range(4)]
     for ckpt in bad:
         repo.quarantine(ckpt, "bad")
-    repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    newest = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    repo.housekeeping(newest, deadline_mod.Deadline.after(10))
     quarantined = [i.id for i in repo.list() if i.status == "quarantined"]
     assert quarantined == bad[-2:]
 
@@ -608,7 +609,7 @@ def test_item6_a_sigterms_arrival_outlives_the_lean_re_exec(tmp_path):
     # must too, or the final checkpoint counts its deadline from after the exec.
     code = (
         "import os, signal, subprocess, sys, time\n"
-        "from crikpy import deadline, entrypoint\n"
+        "from crikpy import app, deadline\n"
         "child = subprocess.Popen(['sleep', '100'])\n"
         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -616,7 +617,9 @@ def test_item6_a_sigterms_arrival_outlives_the_lean_re_exec(tmp_path):
         "time.sleep(2.0)\n"  # the rest of the restore
         f"sys.argv = ['crikpy', 'run', '--store', 'file://{tmp_path}/store', '--name', 'app', "
         f"'--work-dir', '{tmp_path}/work', '--grace-period', '10', '--', 'sleep', '100']\n"
-        "entrypoint._reexec_lean(child.pid, ['sleep', '100'])\n"
+        "app._reexec_lean(app.Handover(pid=child.pid, command=['sleep', '100'], "
+        "sigterm_at=deadline.sigterm_arrived_at(), owner='pod/1', pointer=None, "
+        "criu_version='unknown'))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -784,7 +787,8 @@ def test_item9_temp_files_of_a_killed_writer_are_swept_at_the_next_commit(tmp_pa
     leftover.write_bytes(b"x" * 1000)
     old = time.time() - 60
     os.utime(leftover, (old, old))
-    repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    newest = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    repo.housekeeping(newest, deadline_mod.Deadline.after(10))
     assert not leftover.exists()
 
 
@@ -827,7 +831,7 @@ def test_item10_wait_after_a_notice_checkpoint_ends_after_its_timeout():
         "pid = supervisor.spawn(['sleep', '60'])\n"
         "started = time.monotonic()\n"
         "out = supervisor.supervise(pid, None, lambda pid: True, notice_wait=1.0)\n"
-        "print(out.how, round(time.monotonic() - started))\n"
+        "print(out.how.value, round(time.monotonic() - started))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     how, seconds = out.stdout.splitlines()[-1].split()  # after the log lines (no log set-up)
@@ -859,11 +863,8 @@ def test_item11_bad_flag_is_crikpys_usage_code():
 def test_item3_and_12_a_race_loser_never_clears_the_winners_pointer(tmp_path, started):
     """Two pods of one name checkpoint at once; B commits, A loses the race, its workload
     shuts down, and A makes the next start cold by default: but not over B's checkpoint."""
-    from types import SimpleNamespace
-
-    from crikpy import entrypoint, supervisor
-    from crikpy.checkpoint.commit import RaceLost
-    from crikpy.settings import Settings
+    from crikpy.checkpoint.pointer import Cleared
+    from crikpy.errors import RaceLost
 
     store = open_store(f"file://{tmp_path / 'store'}")
     if started == "restored":
@@ -873,13 +874,10 @@ def test_item3_and_12_a_race_loser_never_clears_the_winners_pointer(tmp_path, st
     winner = b.commit(staged(tmp_path), new_id(), DESCRIBE)
     with pytest.raises(RaceLost):
         a.commit(staged(tmp_path), new_id(), DESCRIBE)
-    s = Settings(name="app", store=store.url, work_dir=tmp_path / "w", pid_floor=0)
-    entrypoint._clear_stale_pointer(s, a, supervisor.Outcome(0, supervisor.STOPPED),
-                                    SimpleNamespace(declined=False, failed=True))
+    assert a.clear_latest("checkpoint failed, then the workload shut down") is Cleared.NOT_OURS
     assert CheckpointRepository(store, "app").latest_id() == winner.id
     # The winner's own clear (its workload then exits) still works.
-    entrypoint._clear_stale_pointer(s, b, supervisor.Outcome(0, supervisor.EXITED),
-                                    SimpleNamespace(declined=False, failed=False))
+    assert b.clear_latest("workload exited") is Cleared.CLEARED
     assert CheckpointRepository(store, "app").latest_id() is None
 
 
@@ -952,7 +950,7 @@ def test_item5_a_pointer_naming_a_missing_checkpoint_falls_back_without_quaranti
     ghost = new_id()
     repo.point_at(ghost, reason="test")
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
-    assert recovery.restore_latest(s, repo, FakeMigrator(77)) == (77, DESCRIBE["command"])
+    assert recovery.restore_latest(s, repo, FakeMigrator(77)).pid == 77
     assert {i.id: i.status for i in repo.list()} == {older: "committed"}
 
 
@@ -967,7 +965,7 @@ def test_item4_a_quarantined_checkpoint_is_never_restored_even_if_still_latest(t
     from crikpy.settings import Settings
 
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
-    assert recovery.restore_latest(s, CheckpointRepository(store, "app"), migrator) == (None, [])
+    assert recovery.restore_latest(s, CheckpointRepository(store, "app"), migrator) == recovery.Cold()
     assert migrator.restored == []
 
 

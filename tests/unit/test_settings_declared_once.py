@@ -121,7 +121,7 @@ def test_every_route_reaches_the_declared_field(setting, route, tmp_path, monkey
     monkeypatch.setattr("crikpy.settings.DEFAULT_CONFIG_PATH", tmp_path / "none.yaml")
     monkeypatch.setattr("crikpy.settings.CRIK_CONFIG_PATH", tmp_path / "none-either.yaml")
     resolved = []
-    monkeypatch.setattr("crikpy.entrypoint.run", lambda settings, command: resolved.append(settings))
+    monkeypatch.setattr("crikpy.app.run", lambda settings, command: resolved.append(settings))
     value = sample(setting)
     if setting.field == "config_file":  # a config file named must exist
         value = tmp_path / "given.yaml"

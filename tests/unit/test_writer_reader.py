@@ -46,7 +46,8 @@ def _checkpoint(tmp_path, monkeypatch, command, **settings):
 
 
 def _restores(s, store) -> tuple[int | None, list[str]]:
-    return recovery.restore_latest(s, CheckpointRepository(store, "app"), FakeMigrator(4242))
+    start = recovery.restore_latest(s, CheckpointRepository(store, "app"), FakeMigrator(4242))
+    return (start.pid, start.command) if isinstance(start, recovery.Restored) else (None, [])
 
 
 @pytest.mark.parametrize("paths, message", [
