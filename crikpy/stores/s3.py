@@ -39,7 +39,7 @@ import botocore.session
 import tenacity
 from botocore.config import Config
 
-from crikpy import log
+from crikpy import budget, log
 from crikpy.deadline import Deadline, DeadlineExceeded
 from crikpy.errors import ConfigError, CrikpyError, StoreError
 from crikpy.files import UnfitFile, read_small
@@ -86,8 +86,11 @@ class S3Options:
     list_page_size: int = 1000
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    # Without a deadline (a restore, the CLI), transient failures stop being retried after this.
-    retry_seconds: float = 15.0
+    # Without a deadline (a restore, the CLI), transient failures stop being retried after this:
+    # by default the bound every store gives a call without a deadline, read when the options
+    # are made (so a test can shorten it).
+    retry_seconds: float = dataclasses.field(
+        default_factory=lambda: budget.STORE_CALL_SECONDS)
 
     def __post_init__(self) -> None:
         if self.part_size < 5 * MIB:

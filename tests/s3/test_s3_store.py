@@ -663,3 +663,27 @@ def test_item6_a_sigterm_during_a_hung_download_stops_it(proxy, tmp_path, monkey
         repo.fetch(manifest, tmp_path / "back", Deadline.never(on_sigterm=ABORT))
     proxy.persistent = None
     assert time.monotonic() - started < 10, "the SIGTERM was noticed only when the read timed out"
+
+
+def test_no_deadline_means_the_store_call_bound(proxy, monkeypatch):
+    """A call given no deadline (the CLI, a start's records) gives up after
+    budget.STORE_CALL_SECONDS, as on every store, however long the store keeps failing."""
+    from crikpy import budget  # noqa: PLC0415
+    monkeypatch.setattr(budget, "STORE_CALL_SECONDS", 1.0)  # the bound, short for a test
+    store = S3Store(BUCKET, f"t-{uuid.uuid4().hex[:8]}", S3Options(
+        endpoint_url=proxy.endpoint, region="us-east-1", path_style=True))
+    proxy.persistent = "503"
+    outcome: dict = {}
+
+    def write() -> None:
+        try:
+            store.put_bytes("k", b"v")
+        except BaseException as e:  # noqa: BLE001  (asserted below)
+            outcome["error"] = e
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(budget.STORE_CALL_SECONDS + 5)
+    proxy.persistent = None
+    assert not writer.is_alive(), "still retrying past the bound"
+    assert isinstance(outcome.get("error"), StoreError) and "SlowDown" in str(outcome["error"])
+    assert len(proxy.seen) >= 2, "not retried at all"
