@@ -109,7 +109,7 @@ class S3Store:
             conditions["IfNoneMatch"] = "*"
         if if_match:
             conditions["IfMatch"] = if_match
-        if conditions and not self._supports_conditional_writes(deadline):
+        if conditions and not self._supports_conditional_writes(key, deadline):
             conditions = {}
         try:
             resp = self._call(f"write of {key}", lambda: self._client.put_object(
@@ -119,10 +119,17 @@ class S3Store:
             raise PreconditionFailed(f"write of {key}: the object is gone") from e
         return resp["ETag"]
 
-    def _supports_conditional_writes(self, deadline: Deadline | None) -> bool:
-        """Probe once: a second If-None-Match write of the same key must be refused."""
+    def _supports_conditional_writes(self, key: str, deadline: Deadline | None) -> bool:
+        """Probe once: a second If-None-Match write of the same key must be refused.
+
+        The probe goes beside `key`, the object about to be written conditionally: credentials
+        scoped to a workload's prefix may write there and nowhere else (the store root is
+        outside it), and the store need not know how a repository lays out its keys.
+        """
         if self._conditional_writes is None:
-            probe = self._key(f".crikpy-conditional-probe-{secrets.token_hex(6)}")
+            beside = key.rpartition("/")[0]
+            probe = self._key(f"{beside}/" * bool(beside)
+                              + f".crikpy-conditional-probe-{secrets.token_hex(6)}")
 
             def put():
                 return self._client.put_object(Bucket=self.bucket, Key=probe, Body=b"",
