@@ -3,8 +3,9 @@
 It forwards each request unchanged (so SigV4 signatures stay valid) unless a fault is queued:
 `503` answers SlowDown, `reset` drops the connection with a TCP RST, `lost` forwards the request
 (the server applies it) and then drops the answer with a TCP RST, so the client's retry meets its
-own write (a conditional PUT then gets 412), `delay:S` waits S seconds first, `hang` never
-answers. Faults can target requests whose "METHOD path?query" contains a `match` string (e.g.
+own write (a conditional PUT then gets 412), `delay:S` waits S seconds first, `held:S` waits
+S seconds and then forwards only if the client still waits for the answer (a request queued at
+a slow server, dropped when its client hangs up), `hang` never answers. Faults can target requests whose "METHOD path?query" contains a `match` string (e.g.
 "DELETE " for deletes only, "partNumber=" for part uploads only), and `persistent` applies one to
 every request matching `persistent_match` (all by default) until cleared. With
 `ignore_conditions`, a refused conditional write (412) is answered 200 as a server that ignores
@@ -103,8 +104,10 @@ def _handler(proxy: FaultProxy):
             if fault == "hang":
                 time.sleep(3600)
                 return
-            if fault.startswith("delay:"):
+            if fault.startswith(("delay:", "held:")):
                 time.sleep(float(fault.split(":")[1]))
+            if fault.startswith("held:") and self._client_gone():
+                return
             conditional = "If-None-Match" in self.headers or "If-Match" in self.headers
             if self.command == "PUT" and conditional and proxy.deny_conditions:
                 self.send_response(403)
@@ -145,6 +148,14 @@ def _handler(proxy: FaultProxy):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+
+        def _client_gone(self) -> bool:
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
 
         def _reset(self):
             """Drop the connection to the client with a TCP RST (SO_LINGER 0)."""

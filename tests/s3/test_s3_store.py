@@ -746,3 +746,32 @@ def test_check_reports_conditional_writes_refused_where_plain_ones_work(s3_serve
                   "--store", f"s3://{BUCKET}/check-{uuid.uuid4().hex[:6]}", "--name", "app")
     assert line.startswith("problem") and "AccessDenied" in line and "conditional" in line, line
     assert any(m == "PUT" for m, _, _ in proxy.seen), "no write reached the store"
+
+
+def _store_threads() -> int:
+    """Live threads but the fault proxy's own (one per request it holds)."""
+    return sum(1 for t in threading.enumerate() if "process_request" not in t.name)
+
+
+def test_hung_part_uploads_end_at_the_deadline_before_the_abort(proxy, tmp_path, s3_server):
+    """A part still being sent when put_file gives up could land after the abort, where neither
+    the sweep nor a lifecycle rule sees it; and a thread per request left hanging piles up."""
+    store = make_store(proxy.endpoint)  # read timeout 30 s: far past the deadline
+    src = random_file(tmp_path / "big", 20 * MIB)  # 4 parts, as many as the concurrency
+    store.put_bytes("warm", b"1")  # the part pool and connections exist before counting
+    proxy.persistent, proxy.persistent_match = "held:6", "partNumber="
+    threads = _store_threads() + store.options.concurrency  # and the part pool, once started
+    for attempt in range(2):
+        deadline = Deadline.after(2)
+        with pytest.raises(DeadlineExceeded):
+            store.put_file(f"big-{attempt}", str(src), deadline=deadline)
+        assert deadline.remaining() > -(CLEANUP_GRACE + 1.0), "put_file outlived its deadline"
+        answered = len(proxy.answered)
+        assert _store_threads() <= threads, "threads left behind by the requests"
+    time.sleep(6.5)  # the held parts come due: only those whose client still waits go through
+    proxy.persistent = None
+    late = [p for m, p, _ in proxy.answered[answered:] if "partNumber=" in p]
+    assert late == [], "a part upload reached the server after put_file returned"
+    for attempt in range(2):
+        assert uploads_of(s3_server, f"{store.prefix}/big-{attempt}") == [], "upload left behind"
+    assert _store_threads() <= threads

@@ -58,7 +58,7 @@ class S3Store:
                               "--s3-endpoint-url") from None
         self._conditional_writes: bool | None = None  # None: not probed yet
         self._log = log.get().bind(store=self.url)
-        self._call = Calls(self.url, options, self._log)
+        self._call = Calls(self._client, self.url, options, self._log)
         self._transfers = Transfers(self._client, bucket, options, self._call)
         self._parts = self._transfers.parts  # the memory budget, for the tests to look at
 

@@ -6,7 +6,9 @@ at once during a dump), bounds the checkpoint bytes in RAM to concurrency x part
 takes a slot before it is read (upload) or requested (download) and gives it back once sent or
 written. One pool of `concurrency` threads moves the parts of every transfer. The sha256 is
 computed in order as the bytes pass, so there is no second read. A failed multipart upload is
-aborted before put_file returns; what that misses, `sweep` aborts at a later commit.
+aborted before put_file returns, once none of its parts is on the wire any more (each attempt
+ends by the deadline, see calls), so that no part lands after the abort; what the abort misses,
+`sweep` aborts at a later commit.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoo
 import botocore.exceptions
 
 from crikpy.deadline import Deadline
+from crikpy.errors import StoreError
 from crikpy.stores.base import CHUNK, Digest, Progress, Sink, Source
 from crikpy.stores.s3.calls import WAIT_SLICE, Calls
 from crikpy.stores.s3.options import S3Options
@@ -75,11 +78,13 @@ class Transfers:
             Bucket=self.bucket, Key=full, **self.options.write_args()), deadline)["UploadId"]
         sha, size, etags = hashlib.sha256(), 0, {}
         in_flight: dict[Future, tuple[int, int]] = {}
+        stop = threading.Event()  # set when the upload fails: its other parts end
 
         def upload(number: int, body: bytes) -> str:
-            return self._call(f"upload of {key} part {number}", lambda: self._client.upload_part(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body),
-                deadline)["ETag"]
+            what = f"upload of {key} part {number}"
+            return self._call(what, lambda: self._client.upload_part(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number,
+                Body=_Body(body, deadline, stop, what)), deadline, stop)["ETag"]
 
         def settle(return_when: str) -> None:
             done, _ = wait(in_flight, return_when=return_when)
@@ -121,8 +126,12 @@ class Transfers:
                 Bucket=self.bucket, Key=full, UploadId=upload_id,
                 MultipartUpload={"Parts": parts}), deadline)
         except BaseException:
+            stop.set()
             for future in in_flight:
                 future.cancel()
+            # A part still being sent could land after the abort, unseen by the sweep; each
+            # ends by the deadline (or at its next attempt, now that `stop` is set).
+            wait(in_flight)
             self._call.cleanup(f"abort of upload {full}",
                                lambda: self._client.abort_multipart_upload(
                                    Bucket=self.bucket, Key=full, UploadId=upload_id), deadline)
@@ -132,8 +141,15 @@ class Transfers:
     def get(self, key: str, full: str, sink: Sink, progress: Progress | None,
             deadline: Deadline | None) -> Digest:
         """Download the object `full` (`key` names it in messages) into `sink`."""
-        size = self._call(f"size of {key}", lambda: self._client.head_object(
-            Bucket=self.bucket, Key=full), deadline)["ContentLength"]
+        pool = self._part_pool()
+        # In the pool, watched in slices like the parts: a hung HEAD must not keep a SIGTERM
+        # that stops a restore waiting for the read timeout.
+        head = pool.submit(self._call, f"size of {key}", lambda: self._client.head_object(
+            Bucket=self.bucket, Key=full), deadline)
+        while not wait([head], timeout=WAIT_SLICE).done:
+            if deadline is not None:
+                deadline.check(f"download of {key}")
+        size = head.result()["ContentLength"]
         part = self.options.part_size
         ranges = [(start, min(start + part, size) - 1) for start in range(0, size, part)]
         sha, written = hashlib.sha256(), 0
@@ -161,7 +177,6 @@ class Transfers:
         in_flight: dict[Future, int] = {}
         arrived: dict[int, list[bytes]] = {}
         next_submit = next_write = 0
-        pool = self._part_pool()
         out = sink.open()
         with out:
             try:
@@ -227,6 +242,36 @@ class _PartBuffers:
                 self._free.clear()
             elif len(self._free) < self._most:
                 self._free.append(buffer)
+
+
+class _Body:
+    """A part's bytes as botocore reads them to send: the deadline is checked as they go, so a
+    part is not sent on past it (botocore may read a body more than once: checksums, retries).
+    """
+
+    def __init__(self, data: bytes | bytearray, deadline: Deadline | None,
+                 stop: threading.Event, what: str) -> None:
+        self._view, self._at = memoryview(data), 0
+        self._deadline, self._stop, self._what = deadline, stop, what
+
+    def read(self, n: int = -1) -> bytes:
+        if self._deadline is not None:
+            self._deadline.check(self._what)
+        if self._stop.is_set():
+            raise StoreError(f"{self._what} stopped: its transfer failed")
+        end = len(self._view) if n is None or n < 0 else min(len(self._view), self._at + n)
+        chunk, self._at = bytes(self._view[self._at:end]), end
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._at = {0: 0, 1: self._at, 2: len(self._view)}[whence] + offset
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 def _fill(reader, buffer: bytearray) -> int:
