@@ -132,7 +132,8 @@ def check(config_file, **given):
     """Check that checkpoints can be taken and stored here; one line per item.
 
     Looks at CRIU (present, version suits this kernel, `criu check`), privileges, whether
-    ns_last_pid is writable, and whether the store is reachable and writable. Exits 180 when
+    ns_last_pid is writable, and whether the store is reachable and writable under the
+    workload's key, conditional writes included (as a commit writes its pointer). Exits 180 when
     anything needed is missing.
     """
     from crikpy.criu import preflight  # noqa: PLC0415
@@ -167,6 +168,9 @@ def _store_finding(s: settings_mod.Settings):
     from crikpy.criu.preflight import OK, PROBLEM, Finding  # noqa: PLC0415
     from crikpy.stores import open_store  # noqa: PLC0415
 
+    # Under the workload's own key, and conditionally, as a commit writes its pointer: a policy
+    # scoped to the workload, or one that refuses conditional writes, shows here and not at the
+    # first checkpoint.
     key = f"{s.workload_key}/.crikpy-probe-{secrets.token_hex(4)}"
     body = secrets.token_bytes(64)
     try:
@@ -178,7 +182,19 @@ def _store_finding(s: settings_mod.Settings):
         return Finding("store", PROBLEM, str(e))
     if back is None or back.data != body:
         return Finding("store", PROBLEM, f"{s.store}: a probe object did not read back whole")
-    return Finding("store", OK, f"{s.store} is reachable and writable (put, get, delete); "
+    try:
+        etag = store.put_bytes(key, body, if_absent=True)
+        store.put_bytes(key, body[::-1], if_match=etag)
+    except CrikpyError as e:
+        return Finding("store", PROBLEM, f"{e} (a conditional write under {s.workload_key}/, as "
+                                         "every commit writes its latest pointer)")
+    finally:
+        try:
+            store.delete(key)
+        except CrikpyError:
+            pass  # the first failure is the finding
+    return Finding("store", OK, f"{s.store} is reachable and writable under {s.workload_key}/ "
+                                "(put, get, delete, conditional put); "
                                 f"credentials: {store.describe_credentials()}")
 
 

@@ -5,7 +5,8 @@ written to a temporary name, fsynced and renamed, so a reader sees whole objects
 temporary files of a writer killed mid-write are swept later. A store holds no symbolic links,
 and crikpy refuses to go through one planted there. Conditional writes hold an flock
 on `.lock` at the store root, which every pod sharing the volume takes the same way; the wait
-for it, like every copy (chunk by chunk), is bounded by the caller's deadline.
+for it, like every copy (chunk by chunk), is bounded by the caller's deadline, or by
+budget.STORE_CALL_SECONDS when the caller gives none.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from crikpy import budget
 from crikpy.deadline import Deadline
 from crikpy.errors import StoreError
 from crikpy.stores.base import (Digest, MissingObject, PreconditionFailed, Progress, Sink, Source,
@@ -91,18 +93,30 @@ class FileStore:
 
     @contextlib.contextmanager
     def _locked(self, deadline: Deadline | None):
+        lock = self.root / ".lock"
         try:
             private_dirs(self.root)
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as e:
             raise StoreError(f"store {self.url} is not writable: {e.strerror}") from e
+        # Read at each wait, not at import: the bound is the budget's, which tests shorten.
+        bound = Deadline.after(budget.STORE_CALL_SECONDS)
         try:
             while True:  # a pod holding the lock and hanging must not outlive our deadline
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    deadline.check(f"the lock of store {self.url}")
+                    if deadline is not None:
+                        deadline.check(f"the lock of store {self.url}")
+                    elif bound.remaining() <= 0:
+                        # flock dies with its holder, so someone alive holds it.
+                        raise StoreError(
+                            f"the lock {lock} of store {self.url} is held by another process "
+                            f"and was not released within {budget.STORE_CALL_SECONDS:g} s; "
+                            "another crikpy (a pod sharing this volume) is writing or hung: "
+                            f"find it (e.g. `fuser {lock}` on each node mounting the store) "
+                            "and let it finish or stop it") from None
                     time.sleep(_LOCK_POLL_SECONDS)
             yield
         finally:

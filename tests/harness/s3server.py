@@ -19,6 +19,9 @@ from pathlib import Path
 
 ACCESS_KEY, SECRET_KEY = "AKIDTESTKEY123", "SECRETtestKEY1234567890"
 BUCKET = "ckpt"
+# A second identity, allowed only under SCOPED_PREFIX: an IAM policy scoped to one workload.
+SCOPED_ACCESS_KEY, SCOPED_SECRET_KEY = "AKIDSCOPEDKEY456", "SECRETscopedKEY0987654321"
+SCOPED_PREFIX = "scoped/ns/app"
 _PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
           "volume.port.public", "filer.port", "filer.port.grpc", "filer.port.public",
           "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port", "debug.port")
@@ -57,10 +60,14 @@ class S3Server:
         data.mkdir(parents=True)
         logs.mkdir()
         config = self.workdir / "s3.json"
+        scoped = f"{BUCKET}/{SCOPED_PREFIX}/*"
         config.write_text(json.dumps({"identities": [{
             "name": "tester",
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}, {
+            "name": "scoped",
+            "credentials": [{"accessKey": SCOPED_ACCESS_KEY, "secretKey": SCOPED_SECRET_KEY}],
+            "actions": [f"Read:{scoped}", f"List:{scoped}", f"Write:{scoped}"]}]}))
         args = [weed, f"-logdir={logs}", "mini", f"-dir={data}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false",
                 "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",

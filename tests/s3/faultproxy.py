@@ -3,12 +3,15 @@
 It forwards each request unchanged (so SigV4 signatures stay valid) unless a fault is queued:
 `503` answers SlowDown, `reset` drops the connection with a TCP RST, `lost` forwards the request
 (the server applies it) and then drops the answer with a TCP RST, so the client's retry meets its
-own write (a conditional PUT then gets 412), `delay:S` waits S seconds first, `hang` never
-answers. Faults can target requests whose "METHOD path?query" contains a `match` string (e.g.
+own write (a conditional PUT then gets 412), `delay:S` waits S seconds first, `held:S` waits
+S seconds and then forwards only if the client still waits for the answer (a request queued at
+a slow server, dropped when its client hangs up), `hang` never answers. Faults can target requests whose "METHOD path?query" contains a `match` string (e.g.
 "DELETE " for deletes only, "partNumber=" for part uploads only), and `persistent` applies one to
 every request matching `persistent_match` (all by default) until cleared. With
 `ignore_conditions`, a refused conditional write (412) is answered 200 as a server that ignores
-If-None-Match/If-Match would (the headers are signed, so they cannot just be dropped).
+If-None-Match/If-Match would (the headers are signed, so they cannot just be dropped). With
+`deny_conditions`, every conditional write is answered 403 AccessDenied, as by a policy that
+allows plain writes only.
 `answered` records the server's status for each forwarded request (also when the answer is then
 lost), and `max_in_flight` how many requests were open at once (only those for which
 `count_if(method, path, headers)` is true, when it is set).
@@ -27,6 +30,8 @@ from collections import deque
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
             b"<Message>Please reduce your request rate.</Message></Error>")
+ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                 b"<Message>Access Denied.</Message></Error>")
 
 
 class FaultProxy:
@@ -38,6 +43,7 @@ class FaultProxy:
         self.seen: list[tuple[str, str, str]] = []  # (method, path, fault or "")
         self.answered: list[tuple[str, str, int]] = []  # (method, path, the server's status)
         self.ignore_conditions = False
+        self.deny_conditions = False
         self.in_flight = self.max_in_flight = 0
         self.count_if = None
         self._lock = threading.Lock()
@@ -98,8 +104,18 @@ def _handler(proxy: FaultProxy):
             if fault == "hang":
                 time.sleep(3600)
                 return
-            if fault.startswith("delay:"):
+            if fault.startswith(("delay:", "held:")):
                 time.sleep(float(fault.split(":")[1]))
+            if fault.startswith("held:") and self._client_gone():
+                return
+            conditional = "If-None-Match" in self.headers or "If-Match" in self.headers
+            if self.command == "PUT" and conditional and proxy.deny_conditions:
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(ACCESS_DENIED)))
+                self.end_headers()
+                self.wfile.write(ACCESS_DENIED)
+                return
             if fault == "503":
                 self.send_response(503)
                 self.send_header("Content-Type", "application/xml")
@@ -132,6 +148,14 @@ def _handler(proxy: FaultProxy):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+
+        def _client_gone(self) -> bool:
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
 
         def _reset(self):
             """Drop the connection to the client with a TCP RST (SO_LINGER 0)."""

@@ -663,3 +663,115 @@ def test_item6_a_sigterm_during_a_hung_download_stops_it(proxy, tmp_path, monkey
         repo.fetch(manifest, tmp_path / "back", Deadline.never(on_sigterm=ABORT))
     proxy.persistent = None
     assert time.monotonic() - started < 10, "the SIGTERM was noticed only when the read timed out"
+
+
+def test_no_deadline_means_the_store_call_bound(proxy, monkeypatch):
+    """A call given no deadline (the CLI, a start's records) gives up after
+    budget.STORE_CALL_SECONDS, as on every store, however long the store keeps failing."""
+    from crikpy import budget  # noqa: PLC0415
+    monkeypatch.setattr(budget, "STORE_CALL_SECONDS", 1.0)  # the bound, short for a test
+    store = S3Store(BUCKET, f"t-{uuid.uuid4().hex[:8]}", S3Options(
+        endpoint_url=proxy.endpoint, region="us-east-1", path_style=True))
+    proxy.persistent = "503"
+    outcome: dict = {}
+
+    def write() -> None:
+        try:
+            store.put_bytes("k", b"v")
+        except BaseException as e:  # noqa: BLE001  (asserted below)
+            outcome["error"] = e
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(budget.STORE_CALL_SECONDS + 5)
+    proxy.persistent = None
+    assert not writer.is_alive(), "still retrying past the bound"
+    assert isinstance(outcome.get("error"), StoreError) and "SlowDown" in str(outcome["error"])
+    assert len(proxy.seen) >= 2, "not retried at all"
+
+
+# Credentials scoped to the workload's own keys (SeaweedFS identity "scoped": Read, List and
+# Write on BUCKET/SCOPED_PREFIX/* only), as an IAM policy per workload would be.
+
+def _scoped_env(s3_server) -> dict[str, str]:
+    from tests.harness.s3server import SCOPED_ACCESS_KEY, SCOPED_SECRET_KEY  # noqa: PLC0415
+    return {**s3_server.env, "AWS_ACCESS_KEY_ID": SCOPED_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SCOPED_SECRET_KEY}
+
+
+def _check(env: dict[str, str], *args: str) -> str:
+    """`crikpy check`'s line about the store."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CRIKPY_", "AWS_"))},
+           **env}
+    out = subprocess.run([sys.executable, "-m", "crikpy", "check", "--s3-path-style", *args],
+                         capture_output=True, text=True, env=env, timeout=120)
+    [line] = [ln for ln in out.stdout.splitlines() if ln.split()[1] == "store"]
+    return line
+
+
+def test_credentials_scoped_to_the_workload_commit_and_move_the_pointer(s3_server, monkeypatch,
+                                                                        tmp_path):
+    from tests.harness.s3server import SCOPED_PREFIX  # noqa: PLC0415
+    for key, value in _scoped_env(s3_server).items():
+        monkeypatch.setenv(key, value)
+    root, workload = SCOPED_PREFIX.split("/", 1)  # the store's prefix; namespace/name
+    store = S3Store(BUCKET, root, S3Options(endpoint_url=s3_server.endpoint, region="us-east-1",
+                                            path_style=True, retry_seconds=5))
+    with pytest.raises(StoreError, match="AccessDenied"):  # the control: the scope holds
+        store.put_bytes("elsewhere/k", b"v")
+    repo = CheckpointRepository(store, workload)
+    manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    assert CheckpointRepository(store, workload).latest() == manifest
+    assert not [k for k in store.list(f"{workload}/") if "probe" in k], "probe left behind"
+
+
+def test_check_with_credentials_scoped_to_the_workload_is_ok(s3_server):
+    from tests.harness.s3server import SCOPED_PREFIX  # noqa: PLC0415
+    root, namespace, name = SCOPED_PREFIX.split("/")
+    line = _check(_scoped_env(s3_server), "--store", f"s3://{BUCKET}/{root}",
+                  "--namespace", namespace, "--name", name)
+    assert line.startswith("ok") and "conditional" in line, line
+    line = _check(_scoped_env(s3_server), "--store", f"s3://{BUCKET}/{root}",
+                  "--namespace", namespace, "--name", "other")
+    assert line.startswith("problem") and "AccessDenied" in line, line
+
+
+def test_check_reports_conditional_writes_refused_where_plain_ones_work(s3_server, proxy):
+    """The latest pointer is always written conditionally: a check that only tried a plain
+    write said "writable" where every commit then failed."""
+    proxy.deny_conditions = True
+    line = _check({**s3_server.env, "AWS_ENDPOINT_URL": proxy.endpoint},
+                  "--store", f"s3://{BUCKET}/check-{uuid.uuid4().hex[:6]}", "--name", "app")
+    assert line.startswith("problem") and "AccessDenied" in line and "conditional" in line, line
+    assert any(m == "PUT" for m, _, _ in proxy.seen), "no write reached the store"
+
+
+def _store_threads() -> int:
+    """Live threads but the fault proxy's own (one per request it holds)."""
+    return sum(1 for t in threading.enumerate() if "process_request" not in t.name)
+
+
+def test_hung_part_uploads_end_at_the_deadline_before_the_abort(proxy, tmp_path, s3_server):
+    """A part still being sent when put_file gives up could land after the abort, where neither
+    the sweep nor a lifecycle rule sees it; and a thread per request left hanging piles up."""
+    store = make_store(proxy.endpoint)  # read timeout 30 s: far past the deadline
+    src = random_file(tmp_path / "big", 20 * MIB)  # 4 parts, as many as the concurrency
+    store.put_bytes("warm", b"1")  # the part pool and connections exist before counting
+    proxy.persistent, proxy.persistent_match = "held:6", "partNumber="
+    threads = _store_threads() + store.options.concurrency  # and the part pool, once started
+    for attempt in range(2):
+        deadline = Deadline.after(2)
+        with pytest.raises(DeadlineExceeded):
+            store.put_file(f"big-{attempt}", str(src), deadline=deadline)
+        assert deadline.remaining() > -(CLEANUP_GRACE + 1.0), "put_file outlived its deadline"
+        answered = len(proxy.answered)
+        assert _store_threads() <= threads, "threads left behind by the requests"
+    time.sleep(6.5)  # the held parts come due: only those whose client still waits go through
+    proxy.persistent = None
+    late = [p for m, p, _ in proxy.answered[answered:] if "partNumber=" in p]
+    assert late == [], "a part upload reached the server after put_file returned"
+    for attempt in range(2):
+        assert uploads_of(s3_server, f"{store.prefix}/big-{attempt}") == [], "upload left behind"
+    assert _store_threads() <= threads
