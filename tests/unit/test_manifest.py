@@ -6,17 +6,13 @@ import pytest
 
 from crikpy.checkpoint.manifest import FORMAT, FileEntry, Manifest, is_id, new_id
 from crikpy.errors import CorruptCheckpoint
+from tests.helpers import sample_describe
 
 
 def sample(**overrides) -> Manifest:
-    fields = dict(
-        id=new_id(), name="ns/app", created_at="2026-11-22T10:00:00+00:00", command=["app"],
-        root_pid=9001, stdio={"1": "pipe:[1]"}, additional_paths=[], criu_version="4.2.1",
-        kernel="6.18", hostname="node-a", dump_seconds=1.5,
-        files=[FileEntry("images/pages-1.img", 10, "a" * 64)],
-    )
-    fields.update(overrides)
-    return Manifest(**fields)
+    return Manifest(**sample_describe(
+        id=new_id(), name="ns/app", stdio={"1": "pipe:[1]"}, hostname="node-a", dump_seconds=1.5,
+        files=[FileEntry("images/pages-1.img", 10, "a" * 64)], **overrides))
 
 
 def test_round_trip():

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from crikpy.settings_table import SETTINGS
-from tests.unit.test_run import Run
+from tests.helpers import Run
 
 SECRET = "hunter2-s3cr3t"
 URL_SETTINGS = [s for s in SETTINGS if s.field.endswith("_url") or s.field == "store"]
