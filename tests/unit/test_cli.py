@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from crikpy import __version__
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
@@ -13,20 +11,6 @@ from tests.helpers import crikpy, sample_describe
 def test_version():
     out = crikpy("--version")
     assert out.returncode == 0 and __version__ in out.stdout
-
-
-@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["checkpoints"],
-                                     ["checkpoints", "list"], ["checkpoints", "show"],
-                                     ["checkpoints", "delete"]])
-def test_every_command_has_help(command):
-    out = crikpy(*command, "--help")
-    assert out.returncode == 0 and "Usage: crikpy" in out.stdout
-
-
-def test_run_help_names_env_twins():
-    out = crikpy("run", "--help").stdout
-    for var in ("CRIKPY_STORE", "CRIKPY_NAME", "CRIKPY_CONFIG", "CRIKPY_ON_RESTORE_FAILURE"):
-        assert var in out
 
 
 def test_bad_config_exits_172_with_one_line(tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from crikpy.checkpoint.manifest import FORMAT, FileEntry, Manifest, is_id, new_id
+from crikpy.checkpoint.manifest import FileEntry, Manifest, is_id, new_id
 from crikpy.errors import CorruptCheckpoint
 from tests.helpers import sample_describe
 
@@ -21,10 +21,8 @@ def test_round_trip():
     assert m.total_bytes == 10
 
 
-def test_ids_sort_by_time_and_are_recognised():
-    a, b = new_id(), new_id()
-    assert is_id(a) and is_id(b) and not is_id("../etc")
-    assert a[:19] <= b[:19]
+def test_ids_are_recognised():
+    assert is_id(new_id()) and not is_id("../etc")
 
 
 def tamper(change) -> bytes:
@@ -45,7 +43,3 @@ def test_foreign_or_malformed_manifests_are_rejected(data, message):
     with pytest.raises(CorruptCheckpoint) as e:
         Manifest.from_json(data, where="of test")
     assert message in str(e.value)
-
-
-def test_format_is_versioned():
-    assert json.loads(sample().to_json())["format"] == FORMAT
