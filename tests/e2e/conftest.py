@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from tests.e2e import podman
+from tests.e2e.kubelet import counter, kubelet_of  # noqa: F401  (fixtures of the pod tests)
 
 # Another tag keeps a second checkout's images apart from these (two runs at once on one machine).
 TAG = os.environ.get("CRIKPY_TEST_TAG", "test")

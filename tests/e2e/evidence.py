@@ -57,3 +57,40 @@ def check_journal(c: Container, up_to_tick: int) -> None:
     ticks = numbers(journal, r"^tick (\d+)$")
     assert ticks == list(range(len(ticks))), "journal lost or repeated a line"
     assert ticks[-1] >= up_to_tick
+
+
+MIGRATIONS = 3  # the compatibility matrix's: tests/e2e/test_matrix.py
+
+
+def processes(c: Container) -> dict[int, str]:
+    """The container's processes, PID to command line, as seen inside it."""
+    script = ("import json, os\n"
+              "out = {}\n"
+              "for p in os.listdir('/proc'):\n"
+              "    try: out[p] = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ')"
+              ".decode().strip()\n"
+              "    except (OSError, NotADirectoryError): pass\n"
+              "print(json.dumps({p: c for p, c in out.items() if p.isdigit()}))\n")
+    return {int(p): cmd for p, cmd in json.loads(c.exec("python3", "-c", script)).items()}
+
+
+def generations(images, containers, volume, name: str, command: list[str], check,
+                 env: dict[str, str] | None = None) -> list[Container]:
+    """Run `command` cold, then migrate it MIGRATIONS times. `check(c, generation)` proves the
+    state in container `c` (waiting for output as it needs) before it is stopped. Returns the
+    stopped containers, oldest first, whose logs hold everything the workload printed."""
+    done = []
+    for generation in range(MIGRATIONS + 1):
+        c = containers(images["matrix"], volume=volume, command=command,
+                       env={"CRIKPY_NAME": name, **(env or {})})
+        if generation:
+            c.wait_for(lambda text: any(events(text, e) for e in ("restore.done", "restore.skipped",
+                                                                  "restore.failed")),
+                       what="the restore")
+            assert events(c.logs(), "restore.done"), \
+                f"generation {generation} did not restore: {c.logs()[-3000:]}"
+        check(c, generation)
+        assert c.stop() == 0, c.logs()[-3000:]
+        assert len(events(c.logs(), "checkpoint.committed")) == 1, c.logs()[-3000:]
+        done.append(c)
+    return done

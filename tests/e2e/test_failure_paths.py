@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.evidence import counts, stateful_app, states
 from tests.e2e.podman import CHECKPOINT_DIR, RUN_FLAGS, events, podman
-from tests.e2e.test_s3_migration import s3_env
+from tests.helpers import s3_env
 from tests.s3.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,6 @@ import contextlib
 import pytest
 
 from tests.e2e.evidence import counts
-from tests.e2e.kubelet import counter, kubelet_of  # noqa: F401  (fixtures)
 from tests.e2e.podman import events
 
 pytestmark = pytest.mark.e2e

@@ -10,58 +10,17 @@ lists what each test shows.
 from __future__ import annotations
 
 import http.client
-import json
 import re
-import socket
 import urllib.request
 
 import pytest
 
+from tests.e2e.evidence import MIGRATIONS, generations, processes
 from tests.e2e.podman import Container, events, numbers
+from tests.helpers import can_connect, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
 
-MIGRATIONS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes(c: Container) -> dict[int, str]:
-    """The container's processes, PID to command line, as seen inside it."""
-    script = ("import json, os\n"
-              "out = {}\n"
-              "for p in os.listdir('/proc'):\n"
-              "    try: out[p] = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ')"
-              ".decode().strip()\n"
-              "    except (OSError, NotADirectoryError): pass\n"
-              "print(json.dumps({p: c for p, c in out.items() if p.isdigit()}))\n")
-    return {int(p): cmd for p, cmd in json.loads(c.exec("python3", "-c", script)).items()}
-
-
-def _generations(images, containers, volume, name: str, command: list[str], check,
-                 env: dict[str, str] | None = None) -> list[Container]:
-    """Run `command` cold, then migrate it MIGRATIONS times. `check(c, generation)` proves the
-    state in container `c` (waiting for output as it needs) before it is stopped. Returns the
-    stopped containers, oldest first, whose logs hold everything the workload printed."""
-    done = []
-    for generation in range(MIGRATIONS + 1):
-        c = containers(images["matrix"], volume=volume, command=command,
-                       env={"CRIKPY_NAME": name, **(env or {})})
-        if generation:
-            c.wait_for(lambda text: any(events(text, e) for e in ("restore.done", "restore.skipped",
-                                                                  "restore.failed")),
-                       what="the restore")
-            assert events(c.logs(), "restore.done"), \
-                f"generation {generation} did not restore: {c.logs()[-3000:]}"
-        check(c, generation)
-        assert c.stop() == 0, c.logs()[-3000:]
-        assert len(events(c.logs(), "checkpoint.committed")) == 1, c.logs()[-3000:]
-        done.append(c)
-    return done
 
 
 def _get(port: int) -> str:
@@ -70,12 +29,12 @@ def _get(port: int) -> str:
 
 
 def test_nginx_master_and_workers_serve_again(images, containers, volume):
-    port = _free_port()
+    port = free_port()
     seen: dict = {}
 
     def check(c: Container, generation: int) -> None:
-        c.wait_for(lambda _: _can_connect(port), what="nginx listening")
-        procs = _processes(c)
+        c.wait_for(lambda _: can_connect(port), what="nginx listening")
+        procs = processes(c)
         master = sorted(p for p, cmd in procs.items() if cmd.startswith("nginx: master"))
         workers = sorted(p for p, cmd in procs.items() if cmd.startswith("nginx: worker"))
         assert len(master) == 1 and len(workers) == 2, procs
@@ -98,7 +57,7 @@ def test_nginx_master_and_workers_serve_again(images, containers, volume):
         assert resp.read().startswith(b"served-by ") and not resp.will_close
         seen["conn"] = conn
 
-    _generations(images, containers, volume, "nginx", ["sh", "/opt/matrix/nginx.sh"], check,
+    generations(images, containers, volume, "nginx", ["sh", "/opt/matrix/nginx.sh"], check,
                  env={"PORT": str(port)})
 
 
@@ -107,13 +66,13 @@ def test_nginx_workers_of_another_user_are_refused_without_cap_sys_resource(
     """Debian's nginx runs its workers as www-data. Without CAP_SYS_RESOURCE (missing on the test
     machines, even in a privileged container) CRIU cannot dump a process of another user: crikpy
     says so before the dump, and nginx gets its SIGTERM and shuts down."""
-    port = _free_port()
+    port = free_port()
     c = containers(images["matrix"], volume=volume, command=["sh", "/opt/matrix/nginx.sh"],
                    env={"CRIKPY_NAME": "nginx", "PORT": str(port), "NGINX_USER": "www-data"})
     cap_eff = int(re.search(r"CapEff:\s+(\w+)", c.exec("cat", "/proc/1/status")).group(1), 16)
     assert not cap_eff >> 24 & 1, ("this machine grants CAP_SYS_RESOURCE: www-data workers "
                                    "should migrate here; test that instead")
-    c.wait_for(lambda _: _can_connect(port), what="nginx listening")
+    c.wait_for(lambda _: can_connect(port), what="nginx listening")
     assert _get(port).startswith("served-by ")
     assert c.stop() == 0, c.logs()[-3000:]
     logs = c.logs()
@@ -126,14 +85,6 @@ def test_nginx_workers_of_another_user_are_refused_without_cap_sys_resource(
     assert "signal 15 (SIGTERM) received" in logs and not events(logs, "checkpoint.committed")
 
 
-def _can_connect(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def _waiting_for(prefix: str, count: int):
     """A check that waits for `count` lines starting with `prefix` in this generation."""
     def check(c: Container, generation: int) -> None:
@@ -142,7 +93,7 @@ def _waiting_for(prefix: str, count: int):
 
 
 def test_fifo_pipeline_carries_on(images, containers, volume):
-    gens = _generations(images, containers, volume, "pipeline", ["sh", "/opt/matrix/pipeline.sh"],
+    gens = generations(images, containers, volume, "pipeline", ["sh", "/opt/matrix/pipeline.sh"],
                         _waiting_for("pipeline consumed ", 10))
     for c in gens:
         assert not c.lines("pipeline GAP"), c.lines("pipeline GAP")
@@ -170,7 +121,7 @@ def test_fifo_made_at_run_time_carries_on(images, containers, volume):
 
 def test_threads_each_carry_on(images, containers, volume):
     threads = 4
-    gens = _generations(images, containers, volume, "threads", ["python3", "/opt/matrix/threads.py"],
+    gens = generations(images, containers, volume, "threads", ["python3", "/opt/matrix/threads.py"],
                         _waiting_for("thread ", 8 * threads), env={"THREADS": str(threads)})
     for k in range(threads):
         per_gen = [[int(ln.split()[2]) for ln in c.lines(f"thread {k} ")] for c in gens]
@@ -197,11 +148,11 @@ def test_sysv_ipc_carries_on(images, containers, volume, shm, processes):
     test_sysv_ipc_in_the_shared_namespace_is_refused.)"""
     def check(c: Container, generation: int) -> None:
         c.wait_for(lambda _: len(c.lines("sysv ")) >= 6, what="the workload working")
-        pids = sorted(p for p, cmd in _processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
-        assert len(pids) == processes, _processes(c)
+        pids = sorted(p for p, cmd in processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
+        assert len(pids) == processes, processes(c)
         assert _own_ipc_namespace(c, pids), f"generation {generation}: not in an own IPC namespace"
 
-    gens = _generations(images, containers, volume, "sysv", ["python3", "/opt/matrix/sysv.py"],
+    gens = generations(images, containers, volume, "sysv", ["python3", "/opt/matrix/sysv.py"],
                         check, env={"SYSV_SHM": shm})
     assert [len(c.lines("sysv shmid=")) for c in gens] == [1] + [0] * MIGRATIONS, \
         "the workload started again instead of being restored"
@@ -229,7 +180,7 @@ def test_sysv_ipc_in_the_shared_namespace_is_refused(images, containers, volume,
     c = containers(images["matrix"], volume=volume, command=["python3", "/opt/matrix/sysv.py"],
                    env=env)
     c.wait_for(lambda _: len(c.lines("sysv ")) >= 6, what="the workload working")
-    root = min(p for p, cmd in _processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
+    root = min(p for p, cmd in processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
     assert not _own_ipc_namespace(c, [root]), "not in the container's IPC namespace"
     assert c.stop() == 143, "the workload did not get its SIGTERM"
     logs = c.logs()
@@ -255,7 +206,7 @@ def test_postgresql_is_refused_cleanly_without_cap_sys_resource(images, containe
     Operation not permitted"), so crikpy refuses it: the postmaster gets its SIGTERM and shuts
     down cleanly (a smart shutdown, exit 0), and no checkpoint is committed. Its SysV segment
     (the interlock) is in the workload's own IPC namespace, and so no longer refused."""
-    port = str(_free_port())
+    port = str(free_port())
     env = {"CRIKPY_NAME": "postgres", "PORT": port}
 
     def psql(c: Container, sql: str) -> str:
@@ -267,8 +218,8 @@ def test_postgresql_is_refused_cleanly_without_cap_sys_resource(images, containe
     assert not cap_eff >> 24 & 1, ("this machine grants CAP_SYS_RESOURCE: PostgreSQL may "
                                    "migrate here; test that instead")
     c.wait_for(lambda text: "ready to accept connections" in text, what="postgres ready")
-    postmaster = [p for p, cmd in _processes(c).items() if "/bin/postgres -D" in cmd]
-    assert len(postmaster) == 1 and _own_ipc_namespace(c, postmaster), _processes(c)
+    postmaster = [p for p, cmd in processes(c).items() if "/bin/postgres -D" in cmd]
+    assert len(postmaster) == 1 and _own_ipc_namespace(c, postmaster), processes(c)
     psql(c, "CREATE TABLE kept (n int); CREATE UNLOGGED TABLE scratch (n int);"
             "INSERT INTO kept SELECT generate_series(1, 100);"
             "INSERT INTO scratch SELECT generate_series(1, 50);")

@@ -14,8 +14,9 @@ import urllib.request
 
 import pytest
 
+from tests.e2e.evidence import generations, processes
 from tests.e2e.podman import Container, events
-from tests.e2e.test_matrix import _can_connect, _free_port, _generations, _processes
+from tests.helpers import can_connect, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.matrix]
 
@@ -89,8 +90,8 @@ def test_jvm_heap_threads_and_jit_carry_on(images, containers, volume):
         else:
             assert _mix_compiled_at(c) == [], \
                 f"generation {generation}: HeapCounter.mix was compiled again"
-        java = [p for p, cmd in _processes(c).items() if cmd.startswith("java ")]
-        assert len(java) == 1, _processes(c)
+        java = [p for p, cmd in processes(c).items() if cmd.startswith("java ")]
+        assert len(java) == 1, processes(c)
         threads = _threads(c, java[0])
         workers = {tid: name for tid, name in threads.items() if name.startswith("worker-")}
         assert sorted(workers.values()) == [f"worker-{k}" for k in range(4)], threads
@@ -101,7 +102,7 @@ def test_jvm_heap_threads_and_jit_carry_on(images, containers, volume):
             assert not lost, f"generation {generation}: threads gone or replaced: {lost}"
         seen.update(pid=java[0], threads=threads)
 
-    gens = _generations(images, _first_with(containers, ["--cpus", "1"]), volume, "jvm", JAVA,
+    gens = generations(images, _first_with(containers, ["--cpus", "1"]), volume, "jvm", JAVA,
                         check)
 
     sums = [0]  # sums[n]: the checksum of a map of size n
@@ -162,11 +163,11 @@ def _put(port: int, key: str, value: str) -> dict:
 def test_node_http_server_state_answers_after_each_migration(images, containers, volume):
     """With io_uring denied to it, a Node.js server's in-memory map, request counter and timer
     answer after every migration exactly as they were before it, from the same process."""
-    port = _free_port()
+    port = free_port()
     seen: dict = {}
 
     def check(c: Container, generation: int) -> None:
-        c.wait_for(lambda _: _can_connect(port), what="node listening")
+        c.wait_for(lambda _: can_connect(port), what="node listening")
         state = _state(port)
         if generation == 0:
             assert state["values"] == {} and state["requests"] == 1, state
@@ -179,7 +180,7 @@ def test_node_http_server_state_answers_after_each_migration(images, containers,
         seen.update(_state(port))
         assert seen["values"][f"k{generation}"] == f"value {generation}", seen
 
-    _generations(images, containers, volume, "node", [*NO_IO_URING, *NODE], check,
+    generations(images, containers, volume, "node", [*NO_IO_URING, *NODE], check,
                  env={"PORT": str(port)})
     assert seen["values"] == {f"k{g}": f"value {g}" for g in range(4)}, seen
 
@@ -190,10 +191,10 @@ def test_node_io_uring_is_refused_cleanly(images, containers, volume, env):
     """libuv 1.49+ makes an io_uring for every event loop whenever the kernel allows it (here,
     in a privileged container), UV_USE_IO_URING=0 or not, and CRIU cannot dump one: crikpy
     refuses the checkpoint, naming the process and the fixes, and node gets its SIGTERM."""
-    port = _free_port()
+    port = free_port()
     c = containers(images["matrix"], volume=volume, command=NODE,
                    env={"CRIKPY_NAME": "node", "PORT": str(port), **env})
-    c.wait_for(lambda _: _can_connect(port), what="node listening")
+    c.wait_for(lambda _: can_connect(port), what="node listening")
     assert _put(port, "k", "v") == {"stored": 1}
     assert c.stop() == 143, "node did not get its SIGTERM"
     logs = c.logs()

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from tests.e2e.evidence import check_stateful_generation, counts, states
-from tests.e2e.kubelet import counter, drain, kubelet_of  # noqa: F401  (fixtures)
+from tests.e2e.kubelet import drain
 from tests.e2e.podman import events
-from tests.harness.s3server import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 NODE_SHUTDOWN = {"CRIKPY_CHECKPOINT_ON": "node-shutdown"}

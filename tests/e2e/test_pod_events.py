@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.evidence import counts
+from tests.e2e.kubelet import Counter
 from tests.e2e.podman import events
-from tests.e2e.kubelet import Counter, kubelet_of  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.e2e
 

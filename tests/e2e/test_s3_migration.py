@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
 
 from tests.e2e.evidence import check_journal, check_stateful_generation, counts, states
 from tests.e2e.podman import RUN_FLAGS, events, podman
-from tests.harness.s3server import BUCKET, free_port
+from tests.helpers import free_port, s3_env
 from tests.s3.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
-
-
-def s3_env(endpoint: str, server) -> dict[str, str]:
-    return {**server.env, "AWS_ENDPOINT_URL": endpoint,
-            "CRIKPY_STORE": f"s3://{BUCKET}/e2e-{uuid.uuid4().hex[:8]}",
-            "CRIKPY_S3_PATH_STYLE": "true"}
 
 
 def test_stateful_workload_migrates_through_s3_only(images, containers, s3_server):

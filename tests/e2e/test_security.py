@@ -17,8 +17,8 @@ import pytest
 
 from tests.e2e.evidence import counts
 from tests.e2e.podman import events
-from tests.e2e.test_s3_migration import s3_env
 from tests.harness.s3server import BUCKET
+from tests.helpers import s3_env
 
 pytestmark = pytest.mark.e2e
 KEYS_IN_CONTAINER = "/etc/crikpy-keys"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.evidence import check_stateful_generation, states
 from tests.e2e.podman import events
-from tests.harness.s3server import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 

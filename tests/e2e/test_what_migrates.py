@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import socket
 import socketserver
 import subprocess
 import threading
@@ -409,7 +408,7 @@ def test_thousands_of_shared_memory_regions_checkpoint_and_restore(images, conta
     """Found 7: each shared-memory region was an upload of its own thread, all at once; against
     S3 thousands of them failed the dump ("can't start new thread" under the container's
     process limit)."""
-    from tests.e2e.test_s3_migration import s3_env
+    from tests.helpers import s3_env
 
     env = {**s3_env(s3_server.endpoint, s3_server), "CRIKPY_NAME": "many-regions",
            "MAPPINGS": "3000", "CRIKPY_GRACE_PERIOD": "120"}

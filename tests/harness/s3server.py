@@ -11,11 +11,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.helpers import free_port
 
 ACCESS_KEY, SECRET_KEY = "AKIDTESTKEY123", "SECRETtestKEY1234567890"
 BUCKET = "ckpt"
@@ -25,12 +26,6 @@ SCOPED_PREFIX = "scoped/ns/app"
 _PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
           "volume.port.public", "filer.port", "filer.port.grpc", "filer.port.public",
           "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port", "debug.port")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:
@@ -81,7 +76,7 @@ class S3Server:
             try:
                 if any(b["Name"] == BUCKET for b in client.list_buckets()["Buckets"]):
                     return self
-            except Exception:
+            except Exception:  # noqa: BLE001  (anything, until it answers or the time is up)
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()

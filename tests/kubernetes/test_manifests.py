@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.unit.test_kustomize import EXAMPLES, OVERLAYS
+from tests.helpers import EXAMPLES, OVERLAYS
 
 # Every authenticated user may do these (the API server's built-in roles for all of them:
 # asking who they are and what they may do, and reading the cluster's public trust bundles).

@@ -17,7 +17,7 @@ from crikpy.deadline import ABORT, Deadline
 from crikpy.nodestate.kubernetes import ApiServer
 from crikpy.podevents import Pod, PodEvents
 from crikpy.settings import Settings
-from tests.harness.s3server import free_port
+from tests.helpers import free_port, sample_describe
 
 
 class Place:
@@ -62,10 +62,10 @@ def place(kube, tmp_path) -> Place:
 def manifest(size: int = 3 * 1024 * 1024, taken_seconds_ago: float = 75) -> Manifest:
     created = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
         seconds=taken_seconds_ago)
-    return Manifest(id=new_id(created), name="default/counter", created_at=created.isoformat(),
-                    command=["counter"], root_pid=9001, stdio={}, additional_paths=[],
-                    criu_version="4.2.1", kernel="6.18", hostname="node-a", dump_seconds=0.2,
-                    files=[FileEntry("images/pages-1.img", size, "0" * 64)])
+    return Manifest(**sample_describe(
+        id=new_id(created), name="default/counter", created_at=created.isoformat(),
+        command=["counter"], hostname="node-a", dump_seconds=0.2,
+        files=[FileEntry("images/pages-1.img", size, "0" * 64)]))
 
 
 def test_checkpointed_is_a_normal_event_about_the_pod(place):

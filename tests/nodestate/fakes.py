@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import time
+
+from tests.helpers import serve
 
 TOKEN = "service-account-token"
 
@@ -43,7 +44,7 @@ class FakeNodeState:
         self.requests: list[str] = []
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve(self._server)  # close() then takes milliseconds, not 0.5 s
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def close(self) -> None:

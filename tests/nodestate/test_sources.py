@@ -19,7 +19,7 @@ from crikpy.nodestate.crik import CrikSource
 from crikpy.nodestate.gcp import GcpSource
 from crikpy.nodestate.kubernetes import KubernetesSource
 from crikpy.nodestate.policy import NoticeWatcher, decide
-from tests.harness.s3server import free_port
+from tests.helpers import free_port
 from tests.nodestate.fakes import TOKEN
 
 ABSENT = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -27,6 +27,8 @@ import threading
 import time
 from collections import deque
 
+from tests.helpers import serve
+
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection"}
 SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
             b"<Message>Please reduce your request rate.</Message></Error>")
@@ -49,7 +51,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve(self._server)  # close() then takes milliseconds, not 0.5 s
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def inject(self, fault: str, times: int = 1, match: str = "") -> None:

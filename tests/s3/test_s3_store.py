@@ -31,11 +31,10 @@ from crikpy.stores import open_store
 from crikpy.stores.base import Stream
 from crikpy.stores.s3 import CLEANUP_GRACE, MIB, S3Options, S3Store
 from tests.harness.s3server import BUCKET, SECRET_KEY
+from tests.helpers import sample_describe
 from tests.s3.faultproxy import FaultProxy
 
-DESCRIBE = dict(name="app", created_at="2026-11-22T10:00:00+00:00", command=["app"], root_pid=9001,
-                stdio={}, additional_paths=[], criu_version="4.2.1", kernel="6.18",
-                hostname="node", dump_seconds=0.1)
+DESCRIBE = sample_describe()
 
 
 @pytest.fixture(autouse=True)

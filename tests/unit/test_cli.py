@@ -1,40 +1,16 @@
 """The command line as a user meets it: help, version, errors with their exit codes, checkpoints."""
 
 import json
-import os
-import subprocess
-import sys
-
-import pytest
 
 from crikpy import __version__
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
-
-
-def crikpy(*args, env=None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")}
-    return subprocess.run([sys.executable, "-m", "crikpy", *args], capture_output=True, text=True,
-                          env={**clean, **(env or {})}, timeout=60)
+from tests.helpers import crikpy, sample_describe
 
 
 def test_version():
     out = crikpy("--version")
     assert out.returncode == 0 and __version__ in out.stdout
-
-
-@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["checkpoints"],
-                                     ["checkpoints", "list"], ["checkpoints", "show"],
-                                     ["checkpoints", "delete"]])
-def test_every_command_has_help(command):
-    out = crikpy(*command, "--help")
-    assert out.returncode == 0 and "Usage: crikpy" in out.stdout
-
-
-def test_run_help_names_env_twins():
-    out = crikpy("run", "--help").stdout
-    for var in ("CRIKPY_STORE", "CRIKPY_NAME", "CRIKPY_CONFIG", "CRIKPY_ON_RESTORE_FAILURE"):
-        assert var in out
 
 
 def test_bad_config_exits_172_with_one_line(tmp_path):
@@ -92,10 +68,8 @@ def test_checkpoints_list_show_delete(tmp_path):
     staging.mkdir(parents=True)
     (staging / "pages-1.img").write_bytes(b"x" * 100)
     ckpt_id = new_id()
-    describe = dict(name="prod/app", created_at="2026-11-22T10:00:00+00:00", command=["app"],
-                    root_pid=9001, stdio={}, additional_paths=[], criu_version="4.2.1",
-                    kernel="6.18", hostname="n", dump_seconds=0.1)
-    CheckpointRepository(store, "prod/app").commit(staging.parent, ckpt_id, describe)
+    CheckpointRepository(store, "prod/app").commit(staging.parent, ckpt_id,
+                                                   sample_describe(name="prod/app"))
     where = ["--store", f"file://{tmp_path / 'store'}", "--name", "app", "--namespace", "prod"]
 
     listing = json.loads(crikpy("checkpoints", "list", "--json", *where).stdout)

@@ -10,30 +10,16 @@ from crikpy.checkpoint.manifest import new_id
 from crikpy.deadline import Deadline
 from crikpy.errors import CheckpointNotFound, CorruptCheckpoint
 from crikpy.stores import open_store
-
-DESCRIBE = dict(name="app", created_at="2026-11-22T10:00:00+00:00", command=["app"], root_pid=9001,
-                stdio={}, additional_paths=[], criu_version="4.2.1", kernel="6.18",
-                hostname="node", dump_seconds=0.1)
-
+from tests.helpers import sample_describe, staged
 
 @pytest.fixture
 def store(tmp_path):
     return open_store(f"file://{tmp_path / 'store'}")
 
 
-def staged(tmp_path, content: bytes = b"pages" * 1000) -> Path:
-    root = tmp_path / f"staging-{new_id()}"
-    (root / "images").mkdir(parents=True)
-    (root / "images" / "pages-1.img").write_bytes(content)
-    (root / "images" / "dump.log").write_text("log")
-    (root / "extra" / "data").mkdir(parents=True)
-    (root / "extra" / "data" / "journal").write_text("tick 1\n")
-    return root
-
-
 def commit(repo, tmp_path, content=b"pages" * 1000):
     """Commit a checkpoint, and tidy up after it, as a pod does once nothing waits for it."""
-    manifest = repo.commit(staged(tmp_path, content), new_id(), DESCRIBE)
+    manifest = repo.commit(staged(tmp_path, content), new_id(), sample_describe())
     repo.housekeeping(manifest.id, Deadline.after(10))
     return manifest
 

@@ -15,8 +15,7 @@ from crikpy import cli
 from crikpy.nodestate.crik import CrikSource
 from crikpy.settings import resolve
 from tests.nodestate.fakes import FakeNodeState
-from tests.unit.test_cli import crikpy
-from tests.unit.test_run import WORKLOAD, Run
+from tests.helpers import WORKLOAD, Run, crikpy
 
 CRIK_CONFIG = "imageDir: /etc/checkpoint\nadditionalPaths:\n- /root/.cache\n"
 

@@ -31,7 +31,8 @@ NODE_FAULTS = {
     "a port in use": "(00.30) 9001: Error (criu/sk-inet.c:1034): Can't bind inet socket (id 7): Address already in use",
 }
 CHECKPOINT_FAULTS = {
-    "a file the image lacks": "(00.02) 9001: Error (criu/files-reg.c:2177): Can't open file tmp/fifo on restore: No such file or directory",
+    "a file the image lacks": ("(00.02) 9001: Error (criu/files-reg.c:2177): Can't open file "
+                               "tmp/fifo on restore: No such file or directory"),
     "a corrupt image": "(00.01) Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)",
     "a container terminal": "(00.03) Error (criu/tty.c:1453): tty: No task found with sid 0",
 }

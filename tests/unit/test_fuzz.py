@@ -63,7 +63,7 @@ from crikpy.checkpoint.manifest import (FORMAT, MAX_FILE_BYTES, FileEntry, Manif
 from crikpy.errors import CorruptCheckpoint, CrikpyError
 from crikpy.settings_table import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import open_store
-from tests.unit.test_commit import DESCRIBE, staged
+from tests.helpers import sample_describe, staged
 
 _COMMON = dict(derandomize=True, database=None, deadline=None, print_blob=False,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
@@ -124,7 +124,7 @@ SHA = "0" * 64
 
 
 def valid_manifest() -> dict:
-    return dict(DESCRIBE, id=VALID_ID, format=FORMAT, command=["app", "--flag"],
+    return sample_describe(id=VALID_ID, format=FORMAT, command=["app", "--flag"],
                 stdio={"0": "/dev/null", "1": "pipe:[1]", "2": "pipe:[2]"},
                 additional_paths=["/data", "/var/lib/x"],
                 files=[{"path": "images/pages-1.img", "size": 1, "sha256": SHA},
@@ -288,7 +288,7 @@ def committed(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz-store")
     store = open_store(f"file://{root / 'store'}")
     repo = CheckpointRepository(store, "app")
-    m = repo.commit(staged(root), new_id(), DESCRIBE)
+    m = repo.commit(staged(root), new_id(), sample_describe())
     return root / "store", m.id
 
 
@@ -437,8 +437,8 @@ def config_dir(tmp_path_factory):
 
 @PURE
 @given(text=st.text(alphabet=no_surrogates, max_size=200) | yaml_ish_text)
-# Found by this fuzzing, fixed: PyYAML's constructors raise ValueError/AttributeError, which read_config_file lets escape
-# (settings.py:210 catches only yaml.YAMLError).
+# Found by this fuzzing, fixed: PyYAML's constructors raise ValueError/AttributeError, which
+# read_config_file lets escape (settings.py:210 catches only yaml.YAMLError).
 @example(text="store: 2001-13-01\n")                     # ValueError: month must be in 1..12
 @example(text="keepCheckpoints: !!int abc\n")            # ValueError: invalid literal for int()
 @example(text="store: !!timestamp abc\n")                # AttributeError: 'NoneType' ... groupdict
@@ -490,7 +490,8 @@ config_mappings = st.dictionaries(
 
 @PURE
 @given(mapping=config_mappings)
-@example(mapping={"gracePeriod": 10 ** 400})  # Found by this fuzzing, fixed: OverflowError in _seconds (settings.py:116)
+# Found by this fuzzing, fixed: OverflowError in _seconds (settings.py:116)
+@example(mapping={"gracePeriod": 10 ** 400})
 def test_config_from_known_keys(config_dir, mapping):
     path = config_dir / "mapping.yaml"
     path.write_text(yaml.safe_dump(mapping), encoding="utf-8")
@@ -778,8 +779,8 @@ def test_key_file_from_arbitrary_text(config_dir, text):
 
 @PURE_LESS
 @given(data=st.binary(max_size=100))
-# Found by this fuzzing, fixed: a key file that is not UTF-8: read_text's UnicodeDecodeError escapes keys.load (keys.py:52
-# catches only OSError).
+# Found by this fuzzing, fixed: a key file that is not UTF-8: read_text's UnicodeDecodeError
+# escapes keys.load (keys.py:52 catches only OSError).
 @example(data=KEY_LINE.encode() + b"\n\xff\n")
 def test_key_file_from_arbitrary_bytes(config_dir, data):
     path = config_dir / "keys.bin"

@@ -23,7 +23,7 @@ from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.errors import StoreError
 from crikpy.stores import open_store
-from tests.unit.test_commit import DESCRIBE, staged
+from tests.helpers import sample_describe, staged
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def _untouched(pod):
 
 def _committed(tmp_path):
     repo = CheckpointRepository(open_store(f"file://{tmp_path / 'store'}"), "ns/a")
-    return repo, repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    return repo, repo.commit(staged(tmp_path), new_id(), sample_describe())
 
 
 def test_a_symlinked_workload_dir_takes_no_checkpoint_out_of_the_store(tmp_path, pod_dir):

@@ -7,25 +7,13 @@ crikpy needs, is tested in tests/kubernetes/test_manifests.py.
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = ROOT / "manifests"
-COMPONENT = MANIFESTS / "components" / "crikpy"
-EXAMPLES = MANIFESTS / "examples"
-KUBECTL = Path(sys.executable).parent / "kubectl"  # tests/harness/setup.sh puts it there
-OVERLAYS = sorted(p.parent.name for p in EXAMPLES.glob("*/kustomization.yaml"))
+from tests.helpers import OVERLAYS, ROOT, render
+
+COMPONENT = ROOT / "manifests" / "components" / "crikpy"
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
-
-
-def render(path: Path) -> list[dict]:
-    proc = subprocess.run([str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
 def workloads(docs: list[dict]) -> list[dict]:

@@ -4,19 +4,15 @@ import json
 
 import pytest
 
-from crikpy.checkpoint.manifest import FORMAT, FileEntry, Manifest, is_id, new_id
+from crikpy.checkpoint.manifest import FileEntry, Manifest, is_id, new_id
 from crikpy.errors import CorruptCheckpoint
+from tests.helpers import sample_describe
 
 
 def sample(**overrides) -> Manifest:
-    fields = dict(
-        id=new_id(), name="ns/app", created_at="2026-11-22T10:00:00+00:00", command=["app"],
-        root_pid=9001, stdio={"1": "pipe:[1]"}, additional_paths=[], criu_version="4.2.1",
-        kernel="6.18", hostname="node-a", dump_seconds=1.5,
-        files=[FileEntry("images/pages-1.img", 10, "a" * 64)],
-    )
-    fields.update(overrides)
-    return Manifest(**fields)
+    return Manifest(**sample_describe(
+        id=new_id(), name="ns/app", stdio={"1": "pipe:[1]"}, hostname="node-a", dump_seconds=1.5,
+        files=[FileEntry("images/pages-1.img", 10, "a" * 64)], **overrides))
 
 
 def test_round_trip():
@@ -25,10 +21,8 @@ def test_round_trip():
     assert m.total_bytes == 10
 
 
-def test_ids_sort_by_time_and_are_recognised():
-    a, b = new_id(), new_id()
-    assert is_id(a) and is_id(b) and not is_id("../etc")
-    assert a[:19] <= b[:19]
+def test_ids_are_recognised():
+    assert is_id(new_id()) and not is_id("../etc")
 
 
 def tamper(change) -> bytes:
@@ -49,7 +43,3 @@ def test_foreign_or_malformed_manifests_are_rejected(data, message):
     with pytest.raises(CorruptCheckpoint) as e:
         Manifest.from_json(data, where="of test")
     assert message in str(e.value)
-
-
-def test_format_is_versioned():
-    assert json.loads(sample().to_json())["format"] == FORMAT

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from crikpy.settings import DEFAULT_CONFIG_PATH, read_config_file, resolve
-from tests.unit.test_kustomize import EXAMPLES, OVERLAYS, render
+from tests.helpers import EXAMPLES, OVERLAYS, render
 
 # What a pod of the examples has in its environment (the component's downward-API env, in-cluster).
 POD_ENV = {"HOSTNAME": "trainer-0", "POD_NAMESPACE": "default", "KUBERNETES_NODE_NAME": "n",

@@ -12,20 +12,18 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.stores import open_store
-from tests.unit.test_cli import crikpy
-from tests.unit.test_commit import DESCRIBE, staged
+from tests.helpers import crikpy, sample_describe, serve, staged
 
 
 def _committed(tmp_path, n=1) -> tuple[CheckpointRepository, list[str]]:
     repo = CheckpointRepository(open_store(f"file://{tmp_path / 'store'}"), "app", keep=5)
-    return repo, [repo.commit(staged(tmp_path), new_id(), DESCRIBE).id for _ in range(n)]
+    return repo, [repo.commit(staged(tmp_path), new_id(), sample_describe()).id for _ in range(n)]
 
 
 def _one_line(out) -> str:
@@ -202,7 +200,7 @@ def test_an_endpoint_that_is_not_s3_is_a_store_error_not_an_empty_store(tmp_path
     # A real web server on 127.0.0.1 that is not S3: a start must not take its 404s for "no
     # checkpoint" and cold-start over the checkpoint the real store holds.
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotS3)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve(server)
     store = ["--name", "app", "--store", "s3://bucket/p",
              "--s3-endpoint-url", f"http://127.0.0.1:{server.server_port}"]
     args = (["checkpoints", "list", *store] if command == "list" else

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -95,7 +93,7 @@ def test_a_process_with_an_io_uring_is_named():
 def _holding_our_terminal(slave: int, *, as_controlling: bool) -> subprocess.Popen:
     """A child holding the slave end of a pty whose master this test (outside its tree) holds:
     on an fd above 2 with pipes on 0-2, or as its controlling terminal, with no fd left on it."""
-    code = (f"import fcntl, os, termios\n"
+    code = ("import fcntl, os, termios\n"
             + (f"fcntl.ioctl({slave}, termios.TIOCSCTTY, 0); os.close({slave})\n"
                if as_controlling else ""))
     child = subprocess.Popen([sys.executable, "-c", code + "print('ready', flush=True)\n"

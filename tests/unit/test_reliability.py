@@ -29,12 +29,11 @@ from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import Manifest, new_id
 from crikpy.errors import CorruptCheckpoint, NodeFault
 from crikpy.stores import open_store
-from tests.unit.test_commit import DESCRIBE, staged
-from tests.unit.test_run import WORKLOAD, Run
+from tests.helpers import WORKLOAD, FakeMigrator, Run, crikpy, sample_describe, staged
 
 
 def _manifest_json(**changes) -> bytes:
-    raw = dict(DESCRIBE, id=new_id(), format="crikpy.checkpoint/v1",
+    raw = sample_describe(id=new_id(), format="crikpy.checkpoint/v1",
                files=[{"path": "images/pages-1.img", "size": 1, "sha256": "0" * 64}])
     raw.update(changes)
     return json.dumps(raw).encode()
@@ -44,7 +43,7 @@ def _seed_checkpoint(tmp_path, name="app", **manifest_changes) -> str:
     """A committed checkpoint in the run's file store, with `manifest_changes` written over it."""
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, name)
-    m = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    m = repo.commit(staged(tmp_path), new_id(), sample_describe())
     if manifest_changes:
         raw = json.loads(m.to_json())
         raw.update(manifest_changes)
@@ -357,8 +356,8 @@ class FlakyStore:
 def test_item3_retention_failure_after_the_pointer_moved_is_not_a_failure(tmp_path):
     inner = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(FlakyStore(inner, delete_fails=True), "app", keep=1)
-    first = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
-    second = repo.commit(staged(tmp_path), new_id(), DESCRIBE)  # prune of `first` fails: fine
+    first = repo.commit(staged(tmp_path), new_id(), sample_describe())
+    second = repo.commit(staged(tmp_path), new_id(), sample_describe())  # prune of `first` fails: fine
     assert CheckpointRepository(inner, "app").latest_id() == second.id
     assert first.id in {i.id for i in CheckpointRepository(inner, "app").list()}
 
@@ -367,16 +366,16 @@ def test_item3_retention_failure_after_the_pointer_moved_is_not_a_failure(tmp_pa
 def test_item3_lost_response_to_a_conditional_write_that_landed_is_success(tmp_path, lost):
     inner = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(FlakyStore(inner, lose_response_of=lost), "app")
-    m = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    m = repo.commit(staged(tmp_path), new_id(), sample_describe())
     assert CheckpointRepository(inner, "app").latest_id() == m.id
 
 
 def test_item3_garbled_quarantine_record_does_not_fail_a_commit(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    old = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    old = repo.commit(staged(tmp_path), new_id(), sample_describe())
     store.put_bytes(f"app/checkpoints/{old.id}/quarantine.json", b"{not json")
-    new = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    new = repo.commit(staged(tmp_path), new_id(), sample_describe())
     infos = {i.id: i for i in repo.list()}
     assert infos[new.id].latest
     assert infos[old.id].status == "quarantined" and "unreadable" in infos[old.id].reason
@@ -384,32 +383,13 @@ def test_item3_garbled_quarantine_record_does_not_fail_a_commit(tmp_path):
 
 # 4. A good checkpoint survives a bad node; quarantine is for the checkpoint's own faults
 
-class FakeMigrator:
-    """Stands in for CRIU: each restore raises the next queued error, or returns a PID. As in
-    Migrator.restore, a node fault found up front or a checkpoint that does not verify fails
-    before `before_criu`; anything else comes from CRIU, after it."""
-
-    def __init__(self, *outcomes):
-        self.outcomes = list(outcomes)
-        self.restored: list[str] = []
-
-    def restore(self, manifest, before_criu=lambda: None):
-        self.restored.append(manifest.id)
-        outcome = self.outcomes.pop(0)
-        if not isinstance(outcome, (NodeFault, CorruptCheckpoint)):
-            before_criu()
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-
 def _recovery(tmp_path, migrator, n=1, **settings):
     from crikpy import recovery
     from crikpy.settings import Settings
 
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app", keep=5)
-    ids = [repo.commit(staged(tmp_path), new_id(), DESCRIBE).id for _ in range(n)]
+    ids = [repo.commit(staged(tmp_path), new_id(), sample_describe()).id for _ in range(n)]
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0,
                  **settings)
     return (lambda: recovery.restore_latest(s, CheckpointRepository(store, "app", keep=5),
@@ -462,11 +442,9 @@ def test_item4_checkpoint_of_a_newer_crikpy_is_kept(tmp_path):
 
 
 def test_item4_release_makes_a_quarantined_checkpoint_restorable_again(tmp_path):
-    from tests.unit.test_cli import crikpy
-
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    m = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    m = repo.commit(staged(tmp_path), new_id(), sample_describe())
     repo.quarantine(m.id, "criu restore failed: errno 56")
     assert repo.latest_id() is None
     out = crikpy("checkpoints", "release", m.id, "--store", store.url, "--name", "app")
@@ -479,10 +457,10 @@ def test_item4_release_makes_a_quarantined_checkpoint_restorable_again(tmp_path)
 def test_item4_quarantined_checkpoints_fall_under_retention(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app", keep=2)
-    bad = [repo.commit(staged(tmp_path), new_id(), DESCRIBE).id for _ in range(4)]
+    bad = [repo.commit(staged(tmp_path), new_id(), sample_describe()).id for _ in range(4)]
     for ckpt in bad:
         repo.quarantine(ckpt, "bad")
-    newest = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    newest = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
     repo.housekeeping(newest, deadline_mod.Deadline.after(10))
     quarantined = [i.id for i in repo.list() if i.status == "quarantined"]
     assert quarantined == bad[-2:]
@@ -538,8 +516,6 @@ def test_item5_garbled_pointer_with_fail_policy_fails_once_then_starts_cold(tmp_
 
 
 def test_item5_garbled_quarantine_record_does_not_crash_list(tmp_path):
-    from tests.unit.test_cli import crikpy
-
     ckpt = _seed_checkpoint(tmp_path)
     (tmp_path / "store" / "app" / "checkpoints" / ckpt / "quarantine.json").write_text("[1,")
     out = crikpy("checkpoints", "list", "--store", f"file://{tmp_path / 'store'}",
@@ -553,8 +529,6 @@ def test_item5_garbled_quarantine_record_does_not_crash_list(tmp_path):
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_item6_infinite_or_nan_grace_period_is_refused(value):
-    from tests.unit.test_cli import crikpy
-
     out = crikpy("run", "--name", "x", "--grace-period", value, "--", "true")
     assert out.returncode == 172 and "grace-period" in out.stderr
 
@@ -787,7 +761,7 @@ def test_item9_temp_files_of_a_killed_writer_are_swept_at_the_next_commit(tmp_pa
     leftover.write_bytes(b"x" * 1000)
     old = time.time() - 60
     os.utime(leftover, (old, old))
-    newest = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    newest = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
     repo.housekeeping(newest, deadline_mod.Deadline.after(10))
     assert not leftover.exists()
 
@@ -797,7 +771,7 @@ def test_item9_a_racing_writers_incomplete_checkpoint_is_not_pruned_while_fresh(
     repo = CheckpointRepository(store, "app", stale_after=3600)
     loser = new_id()
     store.put_bytes(f"app/checkpoints/{loser}/files/images/pages-1.img", b"uploading")
-    repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    repo.commit(staged(tmp_path), new_id(), sample_describe())
     assert loser in {i.id for i in repo.list()}
 
 
@@ -817,7 +791,7 @@ def test_item9_a_manifest_is_never_written_when_a_file_is_missing(tmp_path):
     repo = CheckpointRepository(Vanishing(), "app")
     ckpt = new_id()
     with pytest.raises(errors.StoreError, match="missing"):
-        repo.commit(staged(tmp_path), ckpt, DESCRIBE)
+        repo.commit(staged(tmp_path), ckpt, sample_describe())
     assert store.get_bytes(f"app/checkpoints/{ckpt}/manifest.json") is None
 
 
@@ -849,8 +823,6 @@ def test_item11_exit_codes_are_out_of_the_workloads_range_and_the_readme_agrees(
 
 
 def test_item11_bad_flag_is_crikpys_usage_code():
-    from tests.unit.test_cli import crikpy
-
     out = crikpy("run", "--no-such-flag")
     assert out.returncode == errors.USAGE_EXIT_CODE == 171
 
@@ -868,12 +840,12 @@ def test_item3_and_12_a_race_loser_never_clears_the_winners_pointer(tmp_path, st
 
     store = open_store(f"file://{tmp_path / 'store'}")
     if started == "restored":
-        CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), DESCRIBE)
+        CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_describe())
     a, b = CheckpointRepository(store, "app"), CheckpointRepository(store, "app")
     assert a.latest_id() == b.latest_id()  # both pods start from the same pointer
-    winner = b.commit(staged(tmp_path), new_id(), DESCRIBE)
+    winner = b.commit(staged(tmp_path), new_id(), sample_describe())
     with pytest.raises(RaceLost):
-        a.commit(staged(tmp_path), new_id(), DESCRIBE)
+        a.commit(staged(tmp_path), new_id(), sample_describe())
     assert a.clear_latest("checkpoint failed, then the workload shut down") is Cleared.NOT_OURS
     assert CheckpointRepository(store, "app").latest_id() == winner.id
     # The winner's own clear (its workload then exits) still works.
@@ -882,8 +854,6 @@ def test_item3_and_12_a_race_loser_never_clears_the_winners_pointer(tmp_path, st
 
 
 def test_item12_the_setting_is_validated():
-    from tests.unit.test_cli import crikpy
-
     out = crikpy("run", "--name", "x", "--after-failed-checkpoint", "forget", "--", "true")
     assert out.returncode == 171 and "after-failed-checkpoint" in out.stderr
 
@@ -946,7 +916,7 @@ def test_item5_a_pointer_naming_a_missing_checkpoint_falls_back_without_quaranti
 
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    older = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    older = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
     ghost = new_id()
     repo.point_at(ghost, reason="test")
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
@@ -957,7 +927,7 @@ def test_item5_a_pointer_naming_a_missing_checkpoint_falls_back_without_quaranti
 def test_item4_a_quarantined_checkpoint_is_never_restored_even_if_still_latest(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    ckpt = repo.commit(staged(tmp_path), new_id(), DESCRIBE).id
+    ckpt = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
     # quarantine.json landed, but clearing the pointer did not (the store failed in between)
     store.put_bytes(f"app/checkpoints/{ckpt}/quarantine.json", b'{"reason": "bad"}')
     migrator = FakeMigrator(55)

@@ -5,10 +5,8 @@ here, which exercises the failure path (the workload gets SIGTERM and shuts down
 The CRIU paths themselves are covered end to end in tests/e2e.
 """
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,45 +16,7 @@ import pytest
 from crikpy.checkpoint.commit import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.stores import open_store
-
-WORKLOAD = r"""
-import os, signal, sys, time
-def on(sig, _):
-    print("got", signal.Signals(sig).name, flush=True)
-    if sig == signal.SIGINT:
-        sys.exit(42)
-for s in (signal.SIGUSR1, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
-    signal.signal(s, on if s != signal.SIGTERM else lambda *_: (print("got SIGTERM", flush=True), sys.exit(0)))
-print("ready", os.getpid(), flush=True)
-while True:
-    time.sleep(0.05)
-"""
-
-
-class Run:
-    def __init__(self, tmp_path: Path, *command: str, name: str = "app", extra=(), wrap=()):
-        """`wrap`: a command that runs crikpy (`unshare ...`, `setpriv ...`), as a container would."""
-        self.store = tmp_path / "store"
-        self.proc = subprocess.Popen(
-            [*wrap, sys.executable, "-m", "crikpy", "run", "--store", f"file://{self.store}",
-             "--name", name, "--work-dir", str(tmp_path / "work"), "--pid-floor", "0",
-             *extra, "--", *command],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")},
-        )
-
-    def readline(self) -> str:
-        return self.proc.stdout.readline().strip()
-
-    def finish(self, timeout=30):
-        out, err = self.proc.communicate(timeout=timeout)
-        self.events = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
-        self.stderr = err
-        return self.proc.returncode, out
-
-    def event(self, name):
-        return [e for e in self.events if e["event"] == name]
-
+from tests.helpers import WORKLOAD, Run, sample_describe
 
 def test_exit_code_is_the_workloads(tmp_path):
     code, _ = Run(tmp_path, "sh", "-c", "exit 7").finish()
@@ -140,10 +100,7 @@ def test_missing_criu_keeps_the_checkpoint_and_fails_clearly(tmp_path):
     staging = tmp_path / "staging" / "images"
     staging.mkdir(parents=True)
     (staging / "pages-1.img").write_bytes(b"x")
-    describe = dict(name="app", created_at="now", command=["app"], root_pid=9001, stdio={},
-                    additional_paths=[], criu_version="4.2.1", kernel="6.18", hostname="n",
-                    dump_seconds=0.1)
-    CheckpointRepository(store, "app").commit(staging.parent, ckpt_id, describe)
+    CheckpointRepository(store, "app").commit(staging.parent, ckpt_id, sample_describe())
 
     run = Run(tmp_path, "true", extra=["--additional-path", "/nonexistent"])
     code, _ = run.finish()

@@ -22,7 +22,7 @@ from crikpy.deadline import Deadline
 from crikpy.errors import ConfigError, CrikpyError
 from crikpy.settings import Settings, resolve
 from crikpy.stores import open_store
-from tests.unit.test_reliability import FakeMigrator
+from tests.helpers import FakeMigrator
 
 
 def _checkpoint(tmp_path, monkeypatch, command, **settings):
