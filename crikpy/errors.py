@@ -4,7 +4,7 @@ Every error a user can cause or fix carries a one-line message that names what i
 to fix it; `cli.py` prints that line and exits with the error's code. crikpy's own codes live in
 170-180, out of the range workloads and shells use (0-125, 126/127, 128+N for signal N), so a
 pod's exit code says at once whether the workload or crikpy ended it. EXIT_CODES is the one list;
-the README's table is checked against it by a test.
+docs/settings.md's table is generated from it (tests/docs/generate_reference.py).
 """
 
 INTERNAL_EXIT_CODE = 170  # a bug in crikpy: an exception it did not expect
@@ -87,7 +87,7 @@ class Interrupted(CrikpyError):
     exit_code = 143  # what a process killed by SIGTERM reports, which is what this is
 
 
-# code -> what it means, for `--help`, the README and the test that keeps them in step.
+# code -> what it means, for `--help` and docs/settings.md (generated from it).
 EXIT_CODES = {
     INTERNAL_EXIT_CODE: "internal error (a bug: please report the logged traceback)",
     USAGE_EXIT_CODE: "usage: a bad flag or argument, or nothing to run",
