@@ -1,5 +1,5 @@
 """The user docs: the generated reference is current, every relative link resolves, and the
-README stays short."""
+README stays short (at most 150 lines) and agrees with crikpy on the settings it shows."""
 
 from __future__ import annotations
 
@@ -22,6 +22,25 @@ def test_the_generated_reference_is_current():
     assert committed == generate_reference.settings_page(), (
         "docs/settings.md differs from crikpy/settings_table.py and crikpy/errors.py; "
         f"regenerate it with `{generate_reference.COMMAND}` and commit the result")
+
+
+def test_the_readme_fits_on_a_few_screens():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
+def test_the_readmes_short_settings_table_agrees_with_the_declarations():
+    from crikpy.settings_table import SETTINGS
+
+    declared = {s.config_key: s for s in SETTINGS if s.config_key}
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Settings most users touch"):]
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| .+ \|$", section.split("\n## ")[0], re.MULTILINE)
+    assert len(rows) == 8
+    for key, default in rows:
+        assert key in declared, f"README.md names a setting `{key}` that crikpy does not have"
+        assert declared[key].shown().startswith(default), (
+            f"README.md says `{key}` defaults to {default}; docs/settings.md: {declared[key].shown()}")
 
 
 def anchors(page: Path) -> set[str]:
