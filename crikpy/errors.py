@@ -6,7 +6,8 @@ failure is gets decided where it is raised, so that a start can tell a checkpoin
 from a node to leave or a store to wait for. crikpy's own codes live in 170-181, out of the
 range workloads and shells use (0-125, 126/127, 128+N for signal N), so a pod's exit code says at
 once whether the workload or crikpy ended it (143 is a SIGTERM's, as for any process). FAULTS
-is the one table; docs/settings.md is generated from it.
+is the one table; docs/settings.md's is generated from it
+(tests/docs/generate_reference.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Every setting of crikpy, declared once: flag, env twin, config key, default, help.
 
 The click options (cli.py), the config-file keys and the Settings defaults (settings.py) and the
-README's settings table are all made from SETTINGS below; a test holds the README to it.
-`python -m crikpy.settings_table` prints the README table, to paste over the old one.
+settings table of docs/settings.md are all made from SETTINGS below; that page is written by
+`python tests/docs/generate_reference.py`, and a test fails while it is out of date.
+`python -m crikpy.settings_table` prints a short table (flag, env, config key, default).
 This module imports nothing of crikpy's, so that every other module can import it.
 """
 
@@ -56,8 +57,8 @@ class Setting:
     metavar: str | None = None
     shown_default: str | None = None
     crik_flag: str | None = None  # crik's name for the flag, taken as an alias of it
-    flag_note: str = ""  # markdown after the flag in the README
-    key_note: str = ""  # markdown after the config key in the README
+    flag_note: str = ""  # markdown after the flag in docs/settings.md
+    key_note: str = ""  # markdown after the config key in docs/settings.md
     run_only: bool = False  # False: every command takes it (the store and the name are needed)
 
     @property
@@ -72,7 +73,7 @@ class Setting:
         return f"{first} ({', '.join(rest)})" if rest else first
 
     def shown(self) -> str:
-        """The default as the README shows it (markdown)."""
+        """The default as docs/settings.md shows it (markdown)."""
         if self.shown_default is not None:
             return self.shown_default
         value = self.default
@@ -89,7 +90,7 @@ class Setting:
         return f"{self.help} [default: {self.shown().replace('`', '')}]."
 
     def readme_row(self) -> str:
-        """This setting's line in the README's table: flag, env, config key, default."""
+        """This setting's line in a short table: flag, env, config key, default."""
         flag = _readme_flag(self) if self.flag else ""
         env = f"`{self.env}`" if self.env else ""
         key = " ".join(part for part in (f"`{self.config_key}`" if self.config_key else "",
@@ -112,7 +113,7 @@ def _readme_flag(s: Setting) -> str:
     return f"{cell}{s.flag_note}"
 
 
-# In the order --help and the README list them (--help puts run's own after the shared ones).
+# In the order --help and docs/settings.md list them (--help puts run's own after the shared ones).
 SETTINGS: tuple[Setting, ...] = (
     Setting("config_file", None, flag="--config", crik_flag="--config-path",
             env="CRIKPY_CONFIG", kind="path", metavar="PATH",
@@ -340,7 +341,7 @@ def default(field: str) -> Any:
 
 
 def readme_table() -> str:
-    """The README's settings table, in markdown."""
+    """A short settings table, in markdown (docs/settings.md adds what each does)."""
     rows = ["| flag | env | config key | default |", "|---|---|---|---|"]
     return "\n".join([*rows, *(s.readme_row() for s in SETTINGS)])
 

@@ -3,7 +3,7 @@
 Every workload runs from images/matrix (Debian's packages on the crikpy image). A generation is
 one container: the first starts cold, each next one restores the checkpoint the previous
 `podman stop` committed. The checks read what the workload itself prints or serves, so they
-show its state carried over, not merely that something runs again. README "Tested workloads"
+show its state carried over, not merely that something runs again. docs/workloads.md
 lists what each test shows.
 """
 

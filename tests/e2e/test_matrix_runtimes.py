@@ -1,4 +1,4 @@
-"""The compatibility matrix, language runtimes (README "Tested workloads").
+"""The compatibility matrix, language runtimes (docs/workloads.md).
 
 Like tests/e2e/test_matrix.py: each workload runs from images/matrix and is migrated three times,
 its state checked in every container from what it prints or serves. Where the runtime's defaults

@@ -5,7 +5,7 @@ makes each pod (same name, a new UID), and tests/e2e/kubelet.py runs the pod's c
 what a kubelet gives it: the downward API resolved from the Pod, a token of the crikpy
 ServiceAccount bound to the Pod. What the API server stored is read back, and the real
 `kubectl describe pod` and `kubectl get events` show it (printed with `pytest -s`, and in the
-README).
+docs/kubernetes.md, Events).
 """
 
 from __future__ import annotations

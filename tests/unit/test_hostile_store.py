@@ -1,6 +1,6 @@
 """What someone who can write the store (the volume or the bucket) can and cannot make crikpy do.
 
-They can force a cold start or a rollback (README, Security). They must not make crikpy, which
+They can force a cold start or a rollback (docs/security.md, the threat model). They must not make crikpy, which
 runs as root, write, read or delete outside the store, plant privileges in the pod, or write to
 the operator's terminal.
 """

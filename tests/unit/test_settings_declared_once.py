@@ -1,5 +1,6 @@
 """Each setting is declared once (crikpy/settings_table.py): its flag, env twin and config key all
-reach its Settings field, the defaults are the declared ones, and the README's table agrees."""
+reach its Settings field and the defaults are the declared ones. docs/settings.md is generated
+from the same declarations (tests/unit/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -14,31 +15,10 @@ from click.testing import CliRunner
 
 from crikpy import cli
 from crikpy.settings import Settings
-from crikpy.settings_table import SETTINGS, Setting, readme_table
+from crikpy.settings_table import SETTINGS, Setting
 
-README = Path(__file__).parents[2] / "README.md"
 # Settings fields that are not settings: where Kubernetes mounts the ServiceAccount.
 NOT_SETTINGS = {"kubernetes_token_path", "kubernetes_ca_path"}
-
-
-def readme_settings_table() -> list[str]:
-    """The README's settings table: its header line and every table line after it."""
-    lines = README.read_text().splitlines()
-    start = lines.index(readme_table().splitlines()[0])
-    end = start
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    return lines[start:end]
-
-
-def test_readme_table_agrees_with_the_declarations():
-    declared, readme = readme_table().splitlines(), readme_settings_table()
-    only_readme = [line for line in readme if line not in declared]
-    only_declared = [line for line in declared if line not in readme]
-    assert readme == declared, (
-        "README.md's settings table differs from crikpy/settings_table.py; regenerate it with "
-        "`python -m crikpy.settings_table`.\nREADME only:\n" + "\n".join(only_readme)
-        + "\ndeclared only:\n" + "\n".join(only_declared))
 
 
 def test_declarations_are_whole_and_unambiguous():
@@ -49,7 +29,7 @@ def test_declarations_are_whole_and_unambiguous():
         assert s.flag or s.config_key, f"{s.field} cannot be set"
         assert bool(s.flag) == bool(s.env), f"{s.field}: a flag goes with its CRIKPY_* twin"
         assert not s.env or s.env.startswith("CRIKPY_"), s.field
-        # --help shows the help; a setting in the config file alone is explained in the README.
+        # --help shows the help; a setting in the config file alone is explained in docs/settings.md.
         assert s.help if s.flag else s.key_note, f"{s.field} is explained nowhere"
         assert "[default" not in s.help, f"{s.field}: the default is added from the declaration"
 
