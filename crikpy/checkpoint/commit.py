@@ -20,7 +20,6 @@ effort and bounded, and its failures are logged, never raised. docs/format.md is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json

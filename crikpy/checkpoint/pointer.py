@@ -17,6 +17,7 @@ import json
 import secrets
 import socket
 
+from crikpy import log
 from crikpy.checkpoint.manifest import is_id
 from crikpy.deadline import Deadline
 from crikpy.errors import CorruptCheckpoint, RaceLost
@@ -88,6 +89,8 @@ def write(store: Store, key: str, seen: Pointer, ckpt_id: str | None, owner: str
     except PreconditionFailed as e:
         now = read(store, key, deadline)
         if now.id == ckpt_id and now.writer == owner:
+            log.get().info("latest.confirmed", id=ckpt_id, detail="the write's answer was lost; "
+                           "read back, the pointer names what was written")
             return now
         raise RaceLost(f"another pod of the same name moved the latest pointer first (it names "
                        f"{now.id or 'no checkpoint'} now, written by {now.writer or 'unknown'})"

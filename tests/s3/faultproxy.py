@@ -5,7 +5,8 @@ It forwards each request unchanged (so SigV4 signatures stay valid) unless a fau
 (the server applies it) and then drops the answer with a TCP RST, so the client's retry meets its
 own write (a conditional PUT then gets 412), `delay:S` waits S seconds first, `held:S` waits
 S seconds and then forwards only if the client still waits for the answer (a request queued at
-a slow server, dropped when its client hangs up), `hang` never answers. Faults can target requests whose "METHOD path?query" contains a `match` string (e.g.
+a slow server, dropped when its client hangs up), `hang` never answers. Faults can target
+requests whose "METHOD path?query" contains a `match` string (e.g.
 "DELETE " for deletes only, "partNumber=" for part uploads only), and `persistent` applies one to
 every request matching `persistent_match` (all by default) until cleared. With
 `ignore_conditions`, a refused conditional write (412) is answered 200 as a server that ignores

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-import crikpy.checkpoint.commit as commit_module
 from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
 from crikpy.checkpoint.manifest import new_id
 from crikpy.deadline import ABORT, Deadline, DeadlineExceeded
@@ -220,6 +219,7 @@ def test_object_changed_behind_crikpys_back_is_caught(store, tmp_path, s3_server
 def test_retention_and_quarantine_over_s3(store, tmp_path):
     repo = CheckpointRepository(store, "app", keep=2)
     ids = [repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE).id for _ in range(3)]
+    repo.housekeeping(ids[-1], Deadline.after(30))
     assert [i.id for i in repo.list()] == ids[1:]
     assert not list(store.list(f"app/checkpoints/{ids[0]}/"))
     repo.quarantine(ids[2], "criu restore failed: test")
@@ -379,8 +379,8 @@ def test_multipart_upload_abandoned_at_the_deadline_returns_in_time(proxy, tmp_p
 # 3. Committed is committed
 
 def test_item3_delete_failing_with_503_after_the_pointer_moved_is_still_committed(
-        proxy, tmp_path, monkeypatch):
-    monkeypatch.setattr(commit_module, "HOUSEKEEPING_SECONDS", 3.0)  # the bound, short for a test
+        proxy, tmp_path):
+    bound = 3.0  # housekeeping's, short for a test
     store = make_store(proxy.endpoint)
     repo = CheckpointRepository(store, "app", keep=1)
     first = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
@@ -388,9 +388,10 @@ def test_item3_delete_failing_with_503_after_the_pointer_moved_is_still_committe
     started = time.monotonic()
     with capture_logs() as logs:
         second = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+        repo.housekeeping(second.id, Deadline.after(bound))
     took = time.monotonic() - started
     assert {m for m, _, f in proxy.seen if f} == {"DELETE"}, "the fault never hit retention"
-    assert took < commit_module.HOUSEKEEPING_SECONDS + 2, "housekeeping held the commit up"
+    assert took < bound + 2, "housekeeping outlived its bound"
     [failed] = [e for e in logs if e["event"] == "checkpoint.housekeeping_failed"]
     assert failed["id"] == second.id and "503" in failed["error"]
     assert repo.latest_id() == second.id
@@ -399,12 +400,12 @@ def test_item3_delete_failing_with_503_after_the_pointer_moved_is_still_committe
 
     proxy.persistent = None
     third = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    repo.housekeeping(third.id, Deadline.after(30))
     assert [i.id for i in repo.list()] == [third.id]  # ...and caught up at the next commit
 
 
-def test_item3_reads_failing_after_the_pointer_moved_are_bounded_too(proxy, tmp_path,
-                                                                     monkeypatch):
-    monkeypatch.setattr(commit_module, "HOUSEKEEPING_SECONDS", 3.0)
+def test_item3_reads_failing_after_the_pointer_moved_are_bounded_too(proxy, tmp_path):
+    bound = 3.0
     store = make_store(proxy.endpoint, retry_seconds=8)
     repo = CheckpointRepository(store, "app", keep=1)
     repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
@@ -413,8 +414,9 @@ def test_item3_reads_failing_after_the_pointer_moved_are_bounded_too(proxy, tmp_
     proxy.persistent_match = f"GET /{BUCKET}/{store.prefix}/app/checkpoints/"
     started = time.monotonic()
     second = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    repo.housekeeping(second.id, Deadline.after(bound))
     assert CheckpointRepository(store, "app").latest_id() == second.id
-    assert time.monotonic() - started < commit_module.HOUSEKEEPING_SECONDS + 2
+    assert time.monotonic() - started < bound + 2
 
 
 @pytest.mark.parametrize("earlier", [0, 1], ids=["first-pointer", "moving-pointer"])
@@ -499,6 +501,7 @@ def test_item9_abandoned_multipart_upload_is_swept_at_the_next_commit(store, tmp
     repo = CheckpointRepository(store, "app", stale_after=1)
     with capture_logs() as logs:
         manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+        repo.housekeeping(manifest.id, Deadline.after(30))
     assert uploads_of(s3_server, key) == []
     assert [e["key"] for e in logs if e["event"] == "store.upload_swept"] == [
         key[len(store.prefix) + 1:]]
@@ -509,7 +512,7 @@ def test_item9_a_racing_writers_multipart_upload_survives_a_commit(store, tmp_pa
     key = f"{store.prefix}/app/checkpoints/{new_id()}/files/images/pages-1.img"
     upload_id = abandoned_upload(s3_server, key, older_than=1.2)  # as old as the swept one
     repo = CheckpointRepository(store, "app", stale_after=600)  # its writer may still be alive
-    repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    repo.housekeeping(repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE).id, Deadline.after(30))
     assert [u["UploadId"] for u in uploads_of(s3_server, key)] == [upload_id]
     client = s3_server.client()  # and the racing writer can still finish it
     etag = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"][0]["ETag"]

@@ -813,9 +813,12 @@ def test_item10_wait_after_a_notice_checkpoint_ends_after_its_timeout():
 
 # 11. Exit codes are crikpy's own
 
-def test_item11_exit_codes_are_out_of_the_workloads_range():
-    # docs/settings.md's table is generated from errors.EXIT_CODES (tests/unit/test_docs.py).
-    assert all(170 <= code < 190 for code in errors.EXIT_CODES)
+def test_item11_exit_codes_are_out_of_the_workloads_range_and_one_per_fault():
+    # docs/settings.md's table is generated from errors.FAULTS (tests/unit/test_docs.py).
+    codes = [code for code, _ in errors.FAULTS.values()]
+    assert len(set(codes)) == len(codes) == len(errors.Fault)
+    for fault, (code, _) in errors.FAULTS.items():  # a SIGTERM's own code is the one exception
+        assert 170 <= code < 190 or (fault is errors.Fault.INTERRUPTED and code == 128 + 15)
 
 
 def test_item11_bad_flag_is_crikpys_usage_code():

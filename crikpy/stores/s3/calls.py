@@ -98,7 +98,7 @@ class Calls:
             if isinstance(inner, CrikpyError):  # the body reader's: the deadline, a SIGTERM
                 raise inner from None
             return self._failed(what, e, deadline)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (translated, or re-raised as it is)
             return self._failed(what, e, deadline)
 
     def _failed(self, what: str, e: Exception, deadline: Deadline | None):
