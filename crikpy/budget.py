@@ -1,4 +1,4 @@
-"""Every time budget crikpy keeps, in one place.
+"""Every time budget crikpy keeps, and the bounds on counts, in one place.
 
 A checkpoint's time comes from the termination grace period (the kubelet's SIGKILL ends it);
 everything else crikpy waits for is bounded here too, so that no step can hang a start or a
@@ -21,3 +21,7 @@ CRIU_VERSION_SECONDS = 10.0
 CRIU_RESTORE_SECONDS = 600.0
 # Clearing the pointer as a SIGTERM is passed on to the workload: out of its shutdown time.
 CLEAR_SECONDS = 2.0
+
+# The most restore attempts a checkpoint may be given (--restore-attempts), and where a count
+# read from the store (not sealed) is capped.
+MAX_RESTORE_ATTEMPTS = 100

@@ -4,7 +4,8 @@ The click options (cli.py), the config-file keys and the Settings defaults (sett
 settings table of docs/settings.md are all made from SETTINGS below; that page is written by
 `python tests/docs/generate_reference.py`, and a test fails while it is out of date.
 `python -m crikpy.settings_table` prints a short table (flag, env, config key, default).
-This module imports nothing of crikpy's, so that every other module can import it.
+This module imports nothing of crikpy's but its bounds (budget.py), so that every other module
+can import it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any, Literal
+
 
 DEFAULT_CONFIG_PATH = Path("/etc/crikpy/config.yaml")
 # crik's own location, read when crikpy's is absent, so that a crik deployment's ConfigMap works
@@ -28,7 +30,6 @@ S3_SSE = ("AES256", "aws:kms")
 IPC_NAMESPACES = ("own", "shared")
 ON_NEW_VERSION = ("cold-start", "restore")
 OUTSIDE_TREE = ("warn", "refuse")
-MAX_RESTORE_ATTEMPTS = 100
 
 # How a value is read, from a flag, a variable or the config file (settings.py converts each).
 # text: a string; path: a string that becomes a Path; seconds: a number; duration: `90s`, `10m`,

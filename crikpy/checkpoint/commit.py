@@ -42,7 +42,7 @@ from crikpy.deadline import Deadline
 from crikpy.errors import (CheckpointNotFound, ConfigError, CorruptCheckpoint, CrikpyError,
                            NewerCheckpoint, RaceLost, StoreError)
 from crikpy.settings import Settings
-from crikpy.settings_table import MAX_RESTORE_ATTEMPTS
+from crikpy.budget import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import Digest, MissingObject, PreconditionFailed, Store, open_store
 from crikpy.stores.base import LocalFile, Stream, as_sink
 

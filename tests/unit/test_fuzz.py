@@ -61,7 +61,7 @@ from crikpy.checkpoint.commit import QUARANTINED, CheckpointRepository
 from crikpy.checkpoint.manifest import (FORMAT, MAX_FILE_BYTES, FileEntry, Manifest, is_id,
                                         new_id)
 from crikpy.errors import CorruptCheckpoint, CrikpyError
-from crikpy.settings_table import MAX_RESTORE_ATTEMPTS
+from crikpy.budget import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import open_store
 from tests.helpers import sample_describe, staged
 
