@@ -19,11 +19,12 @@ from typing import Any, Mapping
 
 import yaml
 
+from crikpy.budget import MAX_RESTORE_ATTEMPTS
 from crikpy.checkpoint.manifest import additional_paths_fault
 from crikpy.errors import ConfigError
 from crikpy.files import UnfitFile, read_small
 from crikpy.settings_table import (BY_FIELD, CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH,
-                                   MAX_RESTORE_ATTEMPTS, NODE_STATE_SOURCES, SETTINGS, default)
+                                   NODE_STATE_SOURCES, SETTINGS, default)
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.

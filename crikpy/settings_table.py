@@ -4,8 +4,7 @@ The click options (cli.py), the config-file keys and the Settings defaults (sett
 settings table of docs/settings.md are all made from SETTINGS below; that page is written by
 `python tests/docs/generate_reference.py`, and a test fails while it is out of date.
 `python -m crikpy.settings_table` prints a short table (flag, env, config key, default).
-This module imports nothing of crikpy's but its bounds (budget.py), so that every other module
-can import it.
+This module imports nothing of crikpy's, so that every other module can import it.
 """
 
 from __future__ import annotations
