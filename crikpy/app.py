@@ -26,7 +26,8 @@ from typing import Sequence
 
 from crikpy import __version__, budget, log, procs, recovery, supervisor
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.commit import CheckpointRepository, LazyRepository, open_repository
+from crikpy.checkpoint.repository import CheckpointRepository
+from crikpy.parts import LazyRepository, open_repository
 from crikpy.checkpoint.manifest import REDACTED
 from crikpy.checkpoint.pointer import Pointer
 from crikpy.container import identity

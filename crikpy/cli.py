@@ -204,7 +204,7 @@ def checkpoints():
 
 
 def _repo(config_file, given):
-    from crikpy.checkpoint.commit import open_repository  # noqa: PLC0415
+    from crikpy.parts import open_repository  # noqa: PLC0415
 
     return open_repository(_settings(config_file, **given))
 
@@ -291,14 +291,14 @@ def release(config_file, checkpoint_id, **given):
 
     Its failed-attempt count is reset. It becomes the latest checkpoint unless a newer one is.
     """
-    from crikpy.checkpoint.commit import (NOT_QUARANTINED, RELEASED_LATEST,  # noqa: PLC0415
-                                          RELEASED_NOT_LATEST)
+    from crikpy.checkpoint.records import Released  # noqa: PLC0415
 
     outcome = _repo(config_file, given).release(checkpoint_id)
-    click.echo({RELEASED_LATEST: f"released {checkpoint_id}; it is the latest checkpoint",
-                RELEASED_NOT_LATEST: f"released {checkpoint_id}; a newer checkpoint stays latest",
-                NOT_QUARANTINED: f"{checkpoint_id} was not quarantined; its failed attempts are "
-                                 "reset, the latest pointer is left as it is"}[outcome])
+    click.echo({Released.LATEST: f"released {checkpoint_id}; it is the latest checkpoint",
+                Released.NOT_LATEST: f"released {checkpoint_id}; a newer checkpoint stays latest",
+                Released.NOT_QUARANTINED: f"{checkpoint_id} was not quarantined; its failed "
+                                          "attempts are reset, the latest pointer is left as "
+                                          "it is"}[outcome])
 
 
 def _one_line(error: Exception) -> str:

@@ -15,7 +15,7 @@ CRIU does not say.
 
 from __future__ import annotations
 
-import datetime
+import dataclasses
 import os
 import platform
 import shutil
@@ -25,8 +25,10 @@ from typing import Callable
 
 from crikpy import budget, log, procs
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.commit import CheckpointRepository, Upload
-from crikpy.checkpoint.manifest import REDACTED, Manifest, new_id, recorded_command
+from crikpy.checkpoint.commit import Upload
+from crikpy.checkpoint.manifest import (REDACTED, Manifest, WorkloadInfo, new_id,
+                                        recorded_command, timestamp)
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.container import identity
 from crikpy.container.tracking import ContainerFiles
 from crikpy.criu import options, preflight, repair, session
@@ -34,6 +36,7 @@ from crikpy.criu.pageserver import PageReceiver
 from crikpy.deadline import ABORT, Deadline
 from crikpy.errors import CrikpyError, CriuError, NodeFault
 from crikpy.settings import Settings
+from crikpy.tasks import TaskGroup
 
 IMAGES = "images"  # CRIU's images and its log, inside a checkpoint
 CLEANUP_WAIT_SECONDS = 3.5  # a failed upload's abort, bounded by the store itself
@@ -124,14 +127,12 @@ class Migrator:
                 for path in self.settings.inotify_incompatible_paths:
                     _remove(path)
             watch = log.Stopwatch()
-            dump_seconds, streamed, pages_bytes = self._dump(ckpt_id, pid, staging,
-                                                             leave_running, deadline)
-            _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dump_seconds,
-                      pages_bytes=pages_bytes, local_bytes=_tree_size(staging),
+            dumped = self._dump(ckpt_id, pid, staging, leave_running, deadline)
+            _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dumped.seconds,
+                      pages_bytes=dumped.pages_bytes, local_bytes=_tree_size(staging),
                       total_seconds=watch.elapsed())
             try:
-                manifest = self._commit(pid, command, ckpt_id, staging, stdio, dump_seconds,
-                                        streamed, deadline)
+                manifest = self._commit(pid, command, ckpt_id, staging, stdio, dumped, deadline)
             except BaseException:
                 if not leave_running:  # the tree runs on: its connections must work
                     repair.leave_repair_mode(pid)
@@ -143,17 +144,15 @@ class Migrator:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _commit(self, pid: int, command: list[str], ckpt_id: str, staging: Path,
-                stdio: dict[str, str], dump_seconds: float, streamed: list[Upload],
-                deadline: Deadline) -> Manifest:
-        """Describe the dumped tree and commit what `staging` and `streamed` hold."""
+                stdio: dict[str, str], dumped: "_Dumped", deadline: Deadline) -> Manifest:
+        """Describe the dumped tree and commit what `staging` and the streamed pages hold."""
         try:
             program = (self.files.identity(pid, command, identity.inherited_environment(),
                                            self.settings).to_json()
                        if self.files else None)
-            describe = dict(
+            info = WorkloadInfo(
                 name=self.repo.prefix,
-                created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="milliseconds"),
+                created_at=timestamp(),
                 command=([REDACTED] if self.settings.redact_command
                          else recorded_command(command)),
                 root_pid=pid,
@@ -162,14 +161,14 @@ class Migrator:
                 criu_version=self.criu_version,
                 kernel=platform.release(),
                 hostname=socket.gethostname(),
-                dump_seconds=dump_seconds,
+                dump_seconds=dumped.seconds,
                 program=program,
             )
             deadline.check("the dump")
         except BaseException as e:
-            _stop_uploads(streamed, e)
+            _stop_uploads(dumped.uploads, e)
             raise
-        return self.repo.commit(staging, ckpt_id, describe, deadline, streamed)
+        return self.repo.commit(staging, ckpt_id, info, deadline, dumped.pages)
 
     def _refuse_what_a_new_container_lacks(self, pid: int) -> None:
         """CriuError, before the dump, for what a fresh container of the same image could not
@@ -196,23 +195,22 @@ class Migrator:
                             "container's nofile limit, or use fewer shared mappings")
 
     def _dump(self, ckpt_id: str, pid: int, staging: Path, leave_running: bool,
-              deadline: Deadline) -> tuple[float, list[Upload], int]:
+              deadline: Deadline) -> "_Dumped":
         """CRIU dumps the tree; its pages stream to the store as they come, never to disk."""
         images = staging / IMAGES
         images.mkdir()
         watch = log.Stopwatch()
         failed: list[BaseException] = []
-        uploads: list[Upload] = []
+        uploads = TaskGroup("upload", UPLOADS_AT_ONCE)
+        pages: list[Upload] = []
 
         def open_pages(name: str) -> Upload:
-            running = [u for u in uploads if u.running]
-            while len(running) >= UPLOADS_AT_ONCE:  # CRIU waits meanwhile
-                running[0].wait(max(0.05, deadline.remaining()))
-                deadline.check("uploading the pages")
-                running = [u for u in uploads if u.running]
-            uploads.append(self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline,
-                                                 compress=self.settings.compression == "zstd"))
-            return uploads[-1]
+            upload = self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline,
+                                           compress=self.settings.compression == "zstd")
+            # With UPLOADS_AT_ONCE under way, CRIU waits here for one to end.
+            upload.task = uploads.submit(upload.run, deadline=deadline, cleanup=upload.fail)
+            pages.append(upload)
+            return upload
 
         def on_notify(stage: str, notified_pid: int) -> bool:
             # "post-dump" comes while the tree is still frozen: the one moment when the files it
@@ -257,7 +255,7 @@ class Migrator:
             raise
         finally:
             os.close(fd)
-        return watch.elapsed(), uploads, receiver.bytes
+        return _Dumped(watch.elapsed(), uploads, pages, receiver.bytes)
 
     def restore(self, manifest: Manifest, before_criu: Callable[[], None] = lambda: None) -> int:
         """Fetch, verify and restore `manifest`'s checkpoint; returns the restored root's PID.
@@ -330,12 +328,18 @@ class Migrator:
         return resp.restore.pid
 
 
-def _stop_uploads(uploads: list[Upload], error: BaseException) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Dumped:
+    seconds: float
+    uploads: TaskGroup  # the pages' uploads, still under way
+    pages: list[Upload]
+    pages_bytes: int
+
+
+def _stop_uploads(uploads: TaskGroup, error: BaseException) -> None:
     """Make every streamed upload stop and clean up, before the caller goes on (bounded)."""
-    for upload in uploads:
-        upload.fail(error)
-    for upload in uploads:
-        upload.wait(CLEANUP_WAIT_SECONDS)
+    uploads.cancel(error)
+    uploads.join(CLEANUP_WAIT_SECONDS)
 
 
 def _remove(path: str) -> None:

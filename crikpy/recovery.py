@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from crikpy import budget, log
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.container.identity import Identity
 from crikpy.container.identity import parse as parse_identity
 from crikpy.deadline import ABORT, Deadline

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from crikpy.checkpoint.manifest import new_id
+from crikpy.checkpoint.manifest import WorkloadInfo, new_id
 from crikpy.errors import CorruptCheckpoint, NodeFault
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # -- checkpoints ------------------------------------------------------------------------------
 
 def sample_describe(**overrides) -> dict:
-    """What CheckpointRepository.commit takes about the workload: a sample one, `overrides` applied."""
+    """A sample workload's fields, as a manifest's JSON holds them, `overrides` applied."""
     return dict(dict(name="app", created_at="2026-11-22T10:00:00+00:00", command=["app"],
                      root_pid=9001, stdio={}, additional_paths=[], criu_version="4.2.1",
                      kernel="6.18", hostname="node", dump_seconds=0.1), **overrides)
+
+
+def sample_info(**overrides) -> WorkloadInfo:
+    """A sample of what a checkpoint is of, `overrides` applied: what commit() takes."""
+    return WorkloadInfo(**sample_describe(**overrides))
 
 
 def staged(tmp_path: Path, content: bytes = b"pages" * 1000) -> Path:

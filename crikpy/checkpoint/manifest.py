@@ -47,6 +47,11 @@ def is_id(text: str) -> bool:
     return bool(_ID_RE.fullmatch(text))
 
 
+def timestamp() -> str:
+    """Now, as the records and the pointer state it (UTC, ISO 8601, milliseconds)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
 def id_age_seconds(ckpt_id: str, now: datetime.datetime | None = None) -> float:
     """How long before `now` a checkpoint id was made, by its own timestamp (0 for a bad id)."""
     try:
@@ -92,6 +97,27 @@ class FileEntry:
     size: int  # size and sha256 of the stored bytes (compressed and sealed, if they are)
     sha256: str
     codec: str | None = None  # framed.CODEC when the stored bytes are compressed
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadInfo:
+    """What a checkpoint is of: the manifest's fields other than its id, files and sealing,
+    as the migrator describes the tree it dumped."""
+
+    name: str
+    created_at: str
+    command: list[str]
+    root_pid: int
+    stdio: dict[str, str]
+    additional_paths: list[str]
+    criu_version: str
+    kernel: str
+    hostname: str
+    dump_seconds: float
+    program: dict | None = None
+
+    def fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,8 +90,8 @@ def _wait_readable(sock: socket.socket, proc: subprocess.Popen, deadline, op: st
     while not select.select([sock], [], [], max(0.0, min(deadline.remaining(), 0.5)))[0]:
         try:
             if deadline.remaining() <= 0:
-                raise CriuError(f"criu {op} did not finish before its deadline; CRIU was "
-                                "stopped")
+                which = "the checkpoint deadline" if op == "dump" else "its deadline"
+                raise CriuError(f"criu {op} did not finish before {which}; CRIU was stopped")
             deadline.check(f"criu {op}")  # a SIGTERM that stops this step
         except CrikpyError:
             proc.kill()

@@ -139,9 +139,9 @@ def _own_ipc_namespace(c: Container, pids: list[int]) -> bool:
     return len(links) == len(pids) + 1 and len(set(links[1:])) == 1 and links[1] != links[0]
 
 
-@pytest.mark.parametrize("shm, processes", [("1", 2), ("0", 1)],
+@pytest.mark.parametrize("shm, how_many", [("1", 2), ("0", 1)],
                          ids=["shm-semaphore-and-queue", "semaphore-only"])
-def test_sysv_ipc_carries_on(images, containers, volume, shm, processes):
+def test_sysv_ipc_carries_on(images, containers, volume, shm, how_many):
     """crikpy starts the workload in an IPC namespace of its own, which CRIU dumps and restores
     with the workload: the segment's counter, the semaphore guarding it and the message queue
     carry on. (In the container's namespace, shared with crikpy, CRIU would leave them behind:
@@ -149,7 +149,7 @@ def test_sysv_ipc_carries_on(images, containers, volume, shm, processes):
     def check(c: Container, generation: int) -> None:
         c.wait_for(lambda _: len(c.lines("sysv ")) >= 6, what="the workload working")
         pids = sorted(p for p, cmd in processes(c).items() if cmd == "python3 /opt/matrix/sysv.py")
-        assert len(pids) == processes, processes(c)
+        assert len(pids) == how_many, processes(c)
         assert _own_ipc_namespace(c, pids), f"generation {generation}: not in an own IPC namespace"
 
     gens = generations(images, containers, volume, "sysv", ["python3", "/opt/matrix/sysv.py"],

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
+from crikpy.checkpoint.repository import CheckpointRepository
+from crikpy.errors import RaceLost
 from crikpy.checkpoint.manifest import new_id
 from crikpy.deadline import ABORT, Deadline, DeadlineExceeded
 from crikpy.errors import CorruptCheckpoint, StoreError
@@ -30,10 +31,11 @@ from crikpy.stores import open_store
 from crikpy.stores.base import Stream
 from crikpy.stores.s3 import CLEANUP_GRACE, MIB, S3Options, S3Store
 from tests.harness.s3server import BUCKET, SECRET_KEY
-from tests.helpers import sample_describe
+from tests.helpers import sample_describe, sample_info
 from tests.s3.faultproxy import FaultProxy
 
 DESCRIBE = sample_describe()
+INFO = sample_info()
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +179,7 @@ def test_a_checkpoints_small_files_move_at_once_within_the_budget(proxy, tmp_pat
         (staging / "images" / f"core-{i}.img").write_bytes(os.urandom(1000 + i))
     proxy.persistent = "delay:0.05"
     proxy.count_if = lambda method, path, headers: "/files/" in path and method in ("PUT", "GET")
-    manifest = repo.commit(staging, new_id(), DESCRIBE)
+    manifest = repo.commit(staging, new_id(), INFO)
     assert proxy.max_in_flight == 3, "uploaded one after another, or beyond the budget"
     proxy.max_in_flight = 0
     repo.fetch(manifest, tmp_path / "back")
@@ -189,7 +191,7 @@ def test_a_checkpoints_small_files_move_at_once_within_the_budget(proxy, tmp_pat
 
 def test_commit_fetch_and_pointer_over_s3(store, tmp_path):
     repo = CheckpointRepository(store, "ns/app")
-    manifest = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    manifest = repo.commit(staged(tmp_path), new_id(), INFO)
     fresh = CheckpointRepository(store, "ns/app")
     assert fresh.latest() == manifest
     fresh.fetch(manifest, tmp_path / "restore")
@@ -199,17 +201,17 @@ def test_commit_fetch_and_pointer_over_s3(store, tmp_path):
 def test_second_pod_with_same_name_loses_the_race(store, tmp_path):
     pod_a, pod_b = CheckpointRepository(store, "app"), CheckpointRepository(store, "app")
     assert pod_a.latest() is None and pod_b.latest() is None
-    winner = pod_b.commit(staged(tmp_path), new_id(), DESCRIBE)
+    winner = pod_b.commit(staged(tmp_path), new_id(), INFO)
     loser_id = new_id()
     with pytest.raises(RaceLost):
-        pod_a.commit(staged(tmp_path), loser_id, DESCRIBE)
+        pod_a.commit(staged(tmp_path), loser_id, INFO)
     assert CheckpointRepository(store, "app").latest().id == winner.id
     assert {i.id: i.status for i in pod_a.list()}[loser_id] == "committed"  # kept aside
 
 
 def test_object_changed_behind_crikpys_back_is_caught(store, tmp_path, s3_server):
     repo = CheckpointRepository(store, "app")
-    manifest = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    manifest = repo.commit(staged(tmp_path), new_id(), INFO)
     key = f"{store.prefix}/app/checkpoints/{manifest.id}/files/images/pages-1.img"
     s3_server.client().put_object(Bucket=BUCKET, Key=key, Body=os.urandom(12 * MIB))
     with pytest.raises(CorruptCheckpoint, match="does not match its manifest"):
@@ -218,7 +220,7 @@ def test_object_changed_behind_crikpys_back_is_caught(store, tmp_path, s3_server
 
 def test_retention_and_quarantine_over_s3(store, tmp_path):
     repo = CheckpointRepository(store, "app", keep=2)
-    ids = [repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE).id for _ in range(3)]
+    ids = [repo.commit(staged(tmp_path, 10), new_id(), INFO).id for _ in range(3)]
     repo.housekeeping(ids[-1], Deadline.after(30))
     assert [i.id for i in repo.list()] == ids[1:]
     assert not list(store.list(f"app/checkpoints/{ids[0]}/"))
@@ -235,7 +237,7 @@ def test_transient_errors_are_retried_and_the_commit_lands(proxy, tmp_path):
     proxy.inject("503", times=1, match="latest.json")
     repo = CheckpointRepository(store, "app")
     with capture_logs() as logs:
-        manifest = repo.commit(staged(tmp_path), new_id(), DESCRIBE, Deadline.after(60))
+        manifest = repo.commit(staged(tmp_path), new_id(), INFO, Deadline.after(60))
     assert sorted(proxy.faults_seen()) == ["503", "503", "503", "reset"]
     assert sum(1 for e in logs if e["event"] == "store.retry") == 4
     assert CheckpointRepository(store, "app").latest() == manifest
@@ -246,11 +248,11 @@ def test_store_too_slow_for_the_deadline_leaves_previous_checkpoint_latest(proxy
                                                                           s3_server):
     store = make_store(proxy.endpoint)
     repo = CheckpointRepository(store, "app")
-    previous = repo.commit(staged(tmp_path), new_id(), DESCRIBE)
+    previous = repo.commit(staged(tmp_path), new_id(), INFO)
     proxy.persistent = "hang"
     abandoned = new_id()
     with pytest.raises(DeadlineExceeded):
-        repo.commit(staged(tmp_path), abandoned, DESCRIBE, Deadline.after(3))
+        repo.commit(staged(tmp_path), abandoned, INFO, Deadline.after(3))
     proxy.persistent = None
     direct = S3Store(BUCKET, store.prefix,
                      dataclasses.replace(store.options, endpoint_url=s3_server.endpoint))
@@ -358,7 +360,7 @@ def test_long_transfers_log_progress(proxy, tmp_path):
     proxy.persistent = "delay:0.5"  # 6 parts one at a time: over 3 s, past one progress interval
     repo = CheckpointRepository(store, "app")
     with capture_logs() as logs:
-        repo.commit(staged(tmp_path, 28 * MIB), new_id(), DESCRIBE)
+        repo.commit(staged(tmp_path, 28 * MIB), new_id(), INFO)
     progress = [e for e in logs if e["event"] == "transfer.progress"]
     assert progress, "no progress event during a long upload"
     assert progress[0]["direction"] == "upload" and progress[0]["total_bytes"] > 28 * MIB
@@ -383,11 +385,11 @@ def test_item3_delete_failing_with_503_after_the_pointer_moved_is_still_committe
     bound = 3.0  # housekeeping's, short for a test
     store = make_store(proxy.endpoint)
     repo = CheckpointRepository(store, "app", keep=1)
-    first = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    first = repo.commit(staged(tmp_path, 10), new_id(), INFO)
     proxy.persistent, proxy.persistent_match = "503", "DELETE "  # retention of `first` fails
     started = time.monotonic()
     with capture_logs() as logs:
-        second = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+        second = repo.commit(staged(tmp_path, 10), new_id(), INFO)
         repo.housekeeping(second.id, Deadline.after(bound))
     took = time.monotonic() - started
     assert {m for m, _, f in proxy.seen if f} == {"DELETE"}, "the fault never hit retention"
@@ -399,7 +401,7 @@ def test_item3_delete_failing_with_503_after_the_pointer_moved_is_still_committe
     assert first.id in {i.id for i in repo.list()}  # retention did not happen...
 
     proxy.persistent = None
-    third = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    third = repo.commit(staged(tmp_path, 10), new_id(), INFO)
     repo.housekeeping(third.id, Deadline.after(30))
     assert [i.id for i in repo.list()] == [third.id]  # ...and caught up at the next commit
 
@@ -408,12 +410,12 @@ def test_item3_reads_failing_after_the_pointer_moved_are_bounded_too(proxy, tmp_
     bound = 3.0
     store = make_store(proxy.endpoint, retry_seconds=8)
     repo = CheckpointRepository(store, "app", keep=1)
-    repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    repo.commit(staged(tmp_path, 10), new_id(), INFO)
     # Object reads under checkpoints/ happen only in retention, after the pointer moved.
     proxy.persistent = "503"
     proxy.persistent_match = f"GET /{BUCKET}/{store.prefix}/app/checkpoints/"
     started = time.monotonic()
-    second = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    second = repo.commit(staged(tmp_path, 10), new_id(), INFO)
     repo.housekeeping(second.id, Deadline.after(bound))
     assert CheckpointRepository(store, "app").latest_id() == second.id
     assert time.monotonic() - started < bound + 2
@@ -424,24 +426,24 @@ def test_item3_lost_answer_to_the_pointer_write_is_read_back(proxy, tmp_path, ea
     store = make_store(proxy.endpoint)
     repo = CheckpointRepository(store, "app")
     for _ in range(earlier):  # 0: If-None-Match on a new pointer; 1: If-Match on an existing one
-        repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+        repo.commit(staged(tmp_path, 10), new_id(), INFO)
     pointer = f"PUT /{BUCKET}/{store.prefix}/app/latest.json"
     proxy.inject("lost", match=pointer)
     with capture_logs() as logs:
-        manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+        manifest = repo.commit(staged(tmp_path, 10), new_id(), INFO)
     assert proxy.faults_seen() == ["lost"]
     writes = [status for m, p, status in proxy.answered if f"{m} {p}".startswith(pointer)]
     assert writes[-2:] == [200, 412], "the retry did not meet its own landed write"
     assert [e["id"] for e in logs if e["event"] == "latest.confirmed"] == [manifest.id]
     assert CheckpointRepository(store, "app").latest() == manifest
-    after = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)  # the pointer version is known
+    after = repo.commit(staged(tmp_path, 10), new_id(), INFO)  # the pointer version is known
     assert CheckpointRepository(store, "app").latest() == after
 
 
 def test_item3_lost_answer_to_clearing_the_pointer_is_read_back(proxy, tmp_path):
     store = make_store(proxy.endpoint)
     repo = CheckpointRepository(store, "app")
-    repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    repo.commit(staged(tmp_path, 10), new_id(), INFO)
     proxy.inject("lost", match=f"PUT /{BUCKET}/{store.prefix}/app/latest.json")
     with capture_logs() as logs:
         repo.clear_latest(reason="workload exited")
@@ -456,7 +458,7 @@ def test_item3_lost_answer_to_the_manifest_write_is_read_back(proxy, tmp_path):
     ckpt = new_id()
     manifest_put = f"PUT /{BUCKET}/{store.prefix}/app/checkpoints/{ckpt}/manifest.json"
     proxy.inject("lost", match=manifest_put)
-    manifest = repo.commit(staged(tmp_path), ckpt, DESCRIBE)
+    manifest = repo.commit(staged(tmp_path), ckpt, INFO)
     assert proxy.faults_seen() == ["lost"]
     writes = [status for m, p, status in proxy.answered if f"{m} {p}".startswith(manifest_put)]
     assert writes == [200, 412], "the retry did not meet its own landed write"
@@ -470,7 +472,7 @@ def test_item3_manifest_read_back_does_not_take_another_writers_manifest(store, 
     ckpt = new_id()
     store.put_bytes(f"app/checkpoints/{ckpt}/manifest.json", b'{"id": "someone else"}')
     with pytest.raises(StoreError, match="already has another manifest"):
-        repo.commit(staged(tmp_path, 10), ckpt, DESCRIBE)
+        repo.commit(staged(tmp_path, 10), ckpt, INFO)
     assert CheckpointRepository(store, "app").latest_id() is None
 
 
@@ -500,7 +502,7 @@ def test_item9_abandoned_multipart_upload_is_swept_at_the_next_commit(store, tmp
     abandoned_upload(s3_server, key, older_than=1.2)  # Initiated has whole seconds
     repo = CheckpointRepository(store, "app", stale_after=1)
     with capture_logs() as logs:
-        manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+        manifest = repo.commit(staged(tmp_path, 10), new_id(), INFO)
         repo.housekeeping(manifest.id, Deadline.after(30))
     assert uploads_of(s3_server, key) == []
     assert [e["key"] for e in logs if e["event"] == "store.upload_swept"] == [
@@ -512,7 +514,7 @@ def test_item9_a_racing_writers_multipart_upload_survives_a_commit(store, tmp_pa
     key = f"{store.prefix}/app/checkpoints/{new_id()}/files/images/pages-1.img"
     upload_id = abandoned_upload(s3_server, key, older_than=1.2)  # as old as the swept one
     repo = CheckpointRepository(store, "app", stale_after=600)  # its writer may still be alive
-    repo.housekeeping(repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE).id, Deadline.after(30))
+    repo.housekeeping(repo.commit(staged(tmp_path, 10), new_id(), INFO).id, Deadline.after(30))
     assert [u["UploadId"] for u in uploads_of(s3_server, key)] == [upload_id]
     client = s3_server.client()  # and the racing writer can still finish it
     etag = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id)["Parts"][0]["ETag"]
@@ -571,7 +573,7 @@ def test_item5_a_503_storm_on_a_restores_downloads_ends_in_a_store_error(proxy, 
     download waited for a slot forever."""
     store = make_store(proxy.endpoint, retry_seconds=1, concurrency=4)
     repo = CheckpointRepository(store, "app")
-    manifest = repo.commit(_many_files(tmp_path, 12), new_id(), DESCRIBE)
+    manifest = repo.commit(_many_files(tmp_path, 12), new_id(), INFO)
     proxy.persistent = "503"
     proxy.persistent_match = f"GET /{BUCKET}/{store.prefix}/app/checkpoints/{manifest.id}/files/"
     outcome: dict = {}
@@ -628,7 +630,7 @@ def _failures(store, ckpt_id) -> int:
 def test_item4_only_a_failure_of_the_restore_itself_counts_against_a_checkpoint(
         proxy, tmp_path, fault):
     store = make_store(proxy.endpoint, retry_seconds=1)
-    manifest = CheckpointRepository(store, "app").commit(staged(tmp_path, MIB), new_id(), DESCRIBE)
+    manifest = CheckpointRepository(store, "app").commit(staged(tmp_path, MIB), new_id(), INFO)
     for _ in range(3):
         if fault == "store down during the download":  # every request, once it began
 
@@ -654,7 +656,7 @@ def test_item6_a_sigterm_during_a_hung_download_stops_it(proxy, tmp_path, monkey
     from crikpy.errors import Interrupted  # noqa: PLC0415
     store = make_store(proxy.endpoint, retry_seconds=20, read_timeout=20)
     repo = CheckpointRepository(store, "app")
-    manifest = repo.commit(staged(tmp_path, MIB), new_id(), DESCRIBE)
+    manifest = repo.commit(staged(tmp_path, MIB), new_id(), INFO)
     proxy.persistent, proxy.persistent_match = "hang", "/files/"
     monkeypatch.setattr(deadline_module, "_sigterm_seen_at", None)
     arrives = threading.Timer(1.0, lambda: setattr(deadline_module, "_sigterm_seen_at",
@@ -724,7 +726,7 @@ def test_credentials_scoped_to_the_workload_commit_and_move_the_pointer(s3_serve
     with pytest.raises(StoreError, match="AccessDenied"):  # the control: the scope holds
         store.put_bytes("elsewhere/k", b"v")
     repo = CheckpointRepository(store, workload)
-    manifest = repo.commit(staged(tmp_path, 10), new_id(), DESCRIBE)
+    manifest = repo.commit(staged(tmp_path, 10), new_id(), INFO)
     assert CheckpointRepository(store, workload).latest() == manifest
     assert not [k for k in store.list(f"{workload}/") if "probe" in k], "probe left behind"
 

@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.stores import open_store
-from tests.helpers import WORKLOAD, Run, sample_describe, staged
+from tests.helpers import WORKLOAD, Run, sample_info, staged
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CRIKPY_")}
 
@@ -32,7 +32,7 @@ def test_a_sigterm_stops_a_start_waiting_for_a_lock_another_pod_holds(tmp_path):
     """The start's records (attempt counts, quarantine, the pointer) wait for the store's lock;
     a SIGTERM meanwhile ends the start at once, with nothing lost."""
     store = open_store(f"file://{tmp_path / 'store'}")
-    kept = CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_describe()).id
+    kept = CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_info()).id
     lock = _hold_the_store_lock(tmp_path / "store")
     try:
         run = Run(tmp_path, "true")  # no CRIU on this host: the restore fails, and is recorded
@@ -78,7 +78,7 @@ def test_a_sigterm_while_crikpy_starts_up_counts_from_its_arrival(tmp_path):
 def test_a_release_that_loses_a_race_to_another_pod_says_so_with_its_own_code(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    released = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    released = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     repo.quarantine(released, "set aside for the test")
     lock = _hold_the_store_lock(tmp_path / "store")
     proc = subprocess.Popen(
@@ -87,7 +87,7 @@ def test_a_release_that_loses_a_race_to_another_pod_says_so_with_its_own_code(tm
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
     time.sleep(3)  # release read the pointer and waits for the lock to move it
     newer = CheckpointRepository(open_store(f"file://{tmp_path / 'other'}"), "app").commit(
-        staged(tmp_path), new_id(), sample_describe()).id
+        staged(tmp_path), new_id(), sample_info()).id
     (tmp_path / "store" / "app" / "latest.json").write_text(json.dumps({"id": newer}))
     os.close(lock)  # another pod moved the pointer while holding it
     _, err = proc.communicate(timeout=60)
@@ -100,7 +100,7 @@ def test_a_release_that_loses_a_race_to_another_pod_says_so_with_its_own_code(tm
 
 def test_a_store_that_cannot_be_opened_when_a_checkpoint_begins_is_one_logged_error(
         tmp_path, capfd):
-    from crikpy.checkpoint.commit import LazyRepository
+    from crikpy.parts import LazyRepository
     from crikpy.errors import ConfigError
     from crikpy.settings import Settings
 

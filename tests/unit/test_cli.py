@@ -3,9 +3,9 @@
 import json
 
 from crikpy import __version__
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
-from tests.helpers import crikpy, sample_describe
+from tests.helpers import crikpy, sample_info
 
 
 def test_version():
@@ -69,7 +69,7 @@ def test_checkpoints_list_show_delete(tmp_path):
     (staging / "pages-1.img").write_bytes(b"x" * 100)
     ckpt_id = new_id()
     CheckpointRepository(store, "prod/app").commit(staging.parent, ckpt_id,
-                                                   sample_describe(name="prod/app"))
+                                                   sample_info(name="prod/app"))
     where = ["--store", f"file://{tmp_path / 'store'}", "--name", "app", "--namespace", "prod"]
 
     listing = json.loads(crikpy("checkpoints", "list", "--json", *where).stdout)

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from crikpy.checkpoint.commit import CheckpointRepository, RaceLost
+from crikpy.checkpoint.repository import CheckpointRepository
+from crikpy.errors import RaceLost
 from crikpy.checkpoint.manifest import new_id
 from crikpy.deadline import Deadline
 from crikpy.errors import CheckpointNotFound, CorruptCheckpoint
 from crikpy.stores import open_store
-from tests.helpers import sample_describe, staged
+from tests.helpers import sample_info, staged
 
 @pytest.fixture
 def store(tmp_path):
@@ -19,7 +20,7 @@ def store(tmp_path):
 
 def commit(repo, tmp_path, content=b"pages" * 1000):
     """Commit a checkpoint, and tidy up after it, as a pod does once nothing waits for it."""
-    manifest = repo.commit(staged(tmp_path, content), new_id(), sample_describe())
+    manifest = repo.commit(staged(tmp_path, content), new_id(), sample_info())
     repo.housekeeping(manifest.id, Deadline.after(10))
     return manifest
 

@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crikpy.checkpoint import framed
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.manifest import new_id
 from crikpy.errors import CorruptCheckpoint
 from crikpy.stores import open_store
-from tests.helpers import sample_describe
+from tests.helpers import sample_info
 
 MIB = 1024 * 1024
 
@@ -44,7 +44,7 @@ def stream_through(tmp_path, data: bytes, keys=None, compress=True):
     staging = tmp_path / f"staging-{ckpt_id}"
     (staging / "images").mkdir(parents=True)
     (staging / "images" / "pstree.img").write_bytes(b"tree")
-    manifest = repo.commit(staging, ckpt_id, sample_describe(), streamed=[upload])
+    manifest = repo.commit(staging, ckpt_id, sample_info(), streamed=[upload])
     dest = tmp_path / f"restore-{ckpt_id}"
     repo.fetch(manifest, dest)
     stored = store.root / "ns" / "app" / "checkpoints" / ckpt_id / "files" / "images" / "pages-1.img"

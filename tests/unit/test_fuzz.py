@@ -57,13 +57,14 @@ from hypothesis import HealthCheck, event, example, given, settings as hsettings
 
 from crikpy import settings as crikpy_settings
 from crikpy.checkpoint import extras, keys, sealed
-from crikpy.checkpoint.commit import QUARANTINED, CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
+from crikpy.checkpoint.retention import Status
 from crikpy.checkpoint.manifest import (FORMAT, MAX_FILE_BYTES, FileEntry, Manifest, is_id,
                                         new_id)
 from crikpy.errors import CorruptCheckpoint, CrikpyError
 from crikpy.budget import MAX_RESTORE_ATTEMPTS
 from crikpy.stores import open_store
-from tests.helpers import sample_describe, staged
+from tests.helpers import sample_describe, sample_info, staged
 
 _COMMON = dict(derandomize=True, database=None, deadline=None, print_blob=False,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
@@ -288,7 +289,7 @@ def committed(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz-store")
     store = open_store(f"file://{root / 'store'}")
     repo = CheckpointRepository(store, "app")
-    m = repo.commit(staged(root), new_id(), sample_describe())
+    m = repo.commit(staged(root), new_id(), sample_info())
     return root / "store", m.id
 
 
@@ -362,7 +363,7 @@ def test_quarantine_record_reader(committed):
         infos = crikpy_result(CheckpointRepository(store, "app").list)
         assert isinstance(infos, list), infos  # the manifest and pointer are fine: no error
         [info] = infos
-        assert (info.id, info.status) == (ckpt_id, QUARANTINED)
+        assert (info.id, info.status) == (ckpt_id, Status.QUARANTINED)
         assert isinstance(info.reason, str)
         try:
             raw = json.loads(data)

@@ -19,11 +19,11 @@ import time
 import pytest
 
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.errors import StoreError
 from crikpy.stores import open_store
-from tests.helpers import sample_describe, staged
+from tests.helpers import sample_info, staged
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def _untouched(pod):
 
 def _committed(tmp_path):
     repo = CheckpointRepository(open_store(f"file://{tmp_path / 'store'}"), "ns/a")
-    return repo, repo.commit(staged(tmp_path), new_id(), sample_describe())
+    return repo, repo.commit(staged(tmp_path), new_id(), sample_info())
 
 
 def test_a_symlinked_workload_dir_takes_no_checkpoint_out_of_the_store(tmp_path, pod_dir):

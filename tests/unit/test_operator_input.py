@@ -15,15 +15,15 @@ import sys
 
 import pytest
 
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.stores import open_store
-from tests.helpers import crikpy, sample_describe, serve, staged
+from tests.helpers import crikpy, sample_info, serve, staged
 
 
 def _committed(tmp_path, n=1) -> tuple[CheckpointRepository, list[str]]:
     repo = CheckpointRepository(open_store(f"file://{tmp_path / 'store'}"), "app", keep=5)
-    return repo, [repo.commit(staged(tmp_path), new_id(), sample_describe()).id for _ in range(n)]
+    return repo, [repo.commit(staged(tmp_path), new_id(), sample_info()).id for _ in range(n)]
 
 
 def _one_line(out) -> str:

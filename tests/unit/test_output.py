@@ -15,12 +15,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from crikpy import cli, recovery
-from crikpy.checkpoint.commit import CheckpointInfo, CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
+from crikpy.checkpoint.retention import CheckpointInfo
 from crikpy.checkpoint.manifest import new_id
 from crikpy.errors import CriuError
 from crikpy.settings import Settings
 from crikpy.stores import open_store
-from tests.helpers import FakeMigrator, crikpy, sample_describe, staged
+from tests.helpers import FakeMigrator, crikpy, sample_info, staged
 
 NOW = datetime.datetime(2026, 11, 24, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -69,9 +70,9 @@ def test_sizes_are_binary_units(size, shown):
 def _seed(tmp_path) -> tuple[list[str], int, list[str]]:
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "prod/app", keep=5)
-    bad = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    bad = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     repo.quarantine(bad, "restore failed 3 times")
-    good = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    good = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     where = ["--store", f"file://{tmp_path / 'store'}", "--name", "app", "--namespace", "prod"]
     return [bad, good], repo.manifest(good).total_bytes, where
 
@@ -123,7 +124,7 @@ def test_skipped_because_the_pointer_is_garbled_says_so(tmp_path):
 
 def test_skipped_because_the_checkpoint_is_quarantined_names_it(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
-    ckpt = CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_describe()).id
+    ckpt = CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_info()).id
     store.put_bytes(f"app/checkpoints/{ckpt}/quarantine.json", b'{"reason": "bad"}')
     [skipped] = _start(tmp_path, store)
     assert ckpt in skipped["reason"] and "quarantined" in skipped["reason"]
@@ -131,7 +132,7 @@ def test_skipped_because_the_checkpoint_is_quarantined_names_it(tmp_path):
 
 def test_skipped_because_restores_kept_failing_names_the_checkpoint(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
-    ckpt = CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_describe()).id
+    ckpt = CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_info()).id
     for _ in range(2):  # attempts 1 and 2 fail and exit; the third quarantines and goes cold
         with pytest.raises(CriuError):
             _start(tmp_path, store, FakeMigrator(RuntimeError("CRIU said no")))

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.stores import open_store
 from tests.harness.s3server import BUCKET
-from tests.helpers import WORKLOAD, Run, sample_describe, staged
+from tests.helpers import WORKLOAD, Run, sample_info, staged
 
 
 def _store_url(kind: str, tmp_path) -> str:
@@ -57,7 +57,7 @@ def _wait_for_the_lean_re_exec(pid: int) -> None:
 
 def _pod_b_commits(url: str, tmp_path) -> str:
     repo = CheckpointRepository(open_store(url), "app")
-    return repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    return repo.commit(staged(tmp_path), new_id(), sample_info()).id
 
 
 @pytest.mark.parametrize("kind", ["file", "s3"])

@@ -24,11 +24,11 @@ import pytest
 
 from crikpy import deadline as deadline_mod
 from crikpy import errors, recovery
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import Manifest, new_id
 from crikpy.errors import CorruptCheckpoint, NodeFault
 from crikpy.stores import open_store
-from tests.helpers import WORKLOAD, FakeMigrator, Run, crikpy, sample_describe, staged
+from tests.helpers import WORKLOAD, FakeMigrator, Run, crikpy, sample_describe, sample_info, staged
 
 
 def _manifest_json(**changes) -> bytes:
@@ -42,7 +42,7 @@ def _seed_checkpoint(tmp_path, name="app", **manifest_changes) -> str:
     """A committed checkpoint in the run's file store, with `manifest_changes` written over it."""
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, name)
-    m = repo.commit(staged(tmp_path), new_id(), sample_describe())
+    m = repo.commit(staged(tmp_path), new_id(), sample_info())
     if manifest_changes:
         raw = json.loads(m.to_json())
         raw.update(manifest_changes)
@@ -355,8 +355,8 @@ class FlakyStore:
 def test_item3_retention_failure_after_the_pointer_moved_is_not_a_failure(tmp_path):
     inner = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(FlakyStore(inner, delete_fails=True), "app", keep=1)
-    first = repo.commit(staged(tmp_path), new_id(), sample_describe())
-    second = repo.commit(staged(tmp_path), new_id(), sample_describe())  # prune of `first` fails: fine
+    first = repo.commit(staged(tmp_path), new_id(), sample_info())
+    second = repo.commit(staged(tmp_path), new_id(), sample_info())  # prune of `first` fails: fine
     assert CheckpointRepository(inner, "app").latest_id() == second.id
     assert first.id in {i.id for i in CheckpointRepository(inner, "app").list()}
 
@@ -365,16 +365,16 @@ def test_item3_retention_failure_after_the_pointer_moved_is_not_a_failure(tmp_pa
 def test_item3_lost_response_to_a_conditional_write_that_landed_is_success(tmp_path, lost):
     inner = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(FlakyStore(inner, lose_response_of=lost), "app")
-    m = repo.commit(staged(tmp_path), new_id(), sample_describe())
+    m = repo.commit(staged(tmp_path), new_id(), sample_info())
     assert CheckpointRepository(inner, "app").latest_id() == m.id
 
 
 def test_item3_garbled_quarantine_record_does_not_fail_a_commit(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    old = repo.commit(staged(tmp_path), new_id(), sample_describe())
+    old = repo.commit(staged(tmp_path), new_id(), sample_info())
     store.put_bytes(f"app/checkpoints/{old.id}/quarantine.json", b"{not json")
-    new = repo.commit(staged(tmp_path), new_id(), sample_describe())
+    new = repo.commit(staged(tmp_path), new_id(), sample_info())
     infos = {i.id: i for i in repo.list()}
     assert infos[new.id].latest
     assert infos[old.id].status == "quarantined" and "unreadable" in infos[old.id].reason
@@ -388,7 +388,7 @@ def _recovery(tmp_path, migrator, n=1, **settings):
 
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app", keep=5)
-    ids = [repo.commit(staged(tmp_path), new_id(), sample_describe()).id for _ in range(n)]
+    ids = [repo.commit(staged(tmp_path), new_id(), sample_info()).id for _ in range(n)]
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0,
                  **settings)
     return (lambda: recovery.restore_latest(s, CheckpointRepository(store, "app", keep=5),
@@ -443,7 +443,7 @@ def test_item4_checkpoint_of_a_newer_crikpy_is_kept(tmp_path):
 def test_item4_release_makes_a_quarantined_checkpoint_restorable_again(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    m = repo.commit(staged(tmp_path), new_id(), sample_describe())
+    m = repo.commit(staged(tmp_path), new_id(), sample_info())
     repo.quarantine(m.id, "criu restore failed: errno 56")
     assert repo.latest_id() is None
     out = crikpy("checkpoints", "release", m.id, "--store", store.url, "--name", "app")
@@ -456,10 +456,10 @@ def test_item4_release_makes_a_quarantined_checkpoint_restorable_again(tmp_path)
 def test_item4_quarantined_checkpoints_fall_under_retention(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app", keep=2)
-    bad = [repo.commit(staged(tmp_path), new_id(), sample_describe()).id for _ in range(4)]
+    bad = [repo.commit(staged(tmp_path), new_id(), sample_info()).id for _ in range(4)]
     for ckpt in bad:
         repo.quarantine(ckpt, "bad")
-    newest = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    newest = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     repo.housekeeping(newest, deadline_mod.Deadline.after(10))
     quarantined = [i.id for i in repo.list() if i.status == "quarantined"]
     assert quarantined == bad[-2:]
@@ -760,7 +760,7 @@ def test_item9_temp_files_of_a_killed_writer_are_swept_at_the_next_commit(tmp_pa
     leftover.write_bytes(b"x" * 1000)
     old = time.time() - 60
     os.utime(leftover, (old, old))
-    newest = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    newest = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     repo.housekeeping(newest, deadline_mod.Deadline.after(10))
     assert not leftover.exists()
 
@@ -770,7 +770,7 @@ def test_item9_a_racing_writers_incomplete_checkpoint_is_not_pruned_while_fresh(
     repo = CheckpointRepository(store, "app", stale_after=3600)
     loser = new_id()
     store.put_bytes(f"app/checkpoints/{loser}/files/images/pages-1.img", b"uploading")
-    repo.commit(staged(tmp_path), new_id(), sample_describe())
+    repo.commit(staged(tmp_path), new_id(), sample_info())
     assert loser in {i.id for i in repo.list()}
 
 
@@ -790,7 +790,7 @@ def test_item9_a_manifest_is_never_written_when_a_file_is_missing(tmp_path):
     repo = CheckpointRepository(Vanishing(), "app")
     ckpt = new_id()
     with pytest.raises(errors.StoreError, match="missing"):
-        repo.commit(staged(tmp_path), ckpt, sample_describe())
+        repo.commit(staged(tmp_path), ckpt, sample_info())
     assert store.get_bytes(f"app/checkpoints/{ckpt}/manifest.json") is None
 
 
@@ -839,12 +839,12 @@ def test_item3_and_12_a_race_loser_never_clears_the_winners_pointer(tmp_path, st
 
     store = open_store(f"file://{tmp_path / 'store'}")
     if started == "restored":
-        CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_describe())
+        CheckpointRepository(store, "app").commit(staged(tmp_path), new_id(), sample_info())
     a, b = CheckpointRepository(store, "app"), CheckpointRepository(store, "app")
     assert a.latest_id() == b.latest_id()  # both pods start from the same pointer
-    winner = b.commit(staged(tmp_path), new_id(), sample_describe())
+    winner = b.commit(staged(tmp_path), new_id(), sample_info())
     with pytest.raises(RaceLost):
-        a.commit(staged(tmp_path), new_id(), sample_describe())
+        a.commit(staged(tmp_path), new_id(), sample_info())
     assert a.clear_latest("checkpoint failed, then the workload shut down") is Cleared.NOT_OURS
     assert CheckpointRepository(store, "app").latest_id() == winner.id
     # The winner's own clear (its workload then exits) still works.
@@ -915,7 +915,7 @@ def test_item5_a_pointer_naming_a_missing_checkpoint_falls_back_without_quaranti
 
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    older = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    older = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     ghost = new_id()
     repo.point_at(ghost, reason="test")
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0)
@@ -926,7 +926,7 @@ def test_item5_a_pointer_naming_a_missing_checkpoint_falls_back_without_quaranti
 def test_item4_a_quarantined_checkpoint_is_never_restored_even_if_still_latest(tmp_path):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "app")
-    ckpt = repo.commit(staged(tmp_path), new_id(), sample_describe()).id
+    ckpt = repo.commit(staged(tmp_path), new_id(), sample_info()).id
     # quarantine.json landed, but clearing the pointer did not (the store failed in between)
     store.put_bytes(f"app/checkpoints/{ckpt}/quarantine.json", b'{"reason": "bad"}')
     migrator = FakeMigrator(55)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.stores import open_store
-from tests.helpers import WORKLOAD, Run, sample_describe
+from tests.helpers import WORKLOAD, Run, sample_info
 
 def test_exit_code_is_the_workloads(tmp_path):
     code, _ = Run(tmp_path, "sh", "-c", "exit 7").finish()
@@ -100,7 +100,7 @@ def test_missing_criu_keeps_the_checkpoint_and_fails_clearly(tmp_path):
     staging = tmp_path / "staging" / "images"
     staging.mkdir(parents=True)
     (staging / "pages-1.img").write_bytes(b"x")
-    CheckpointRepository(store, "app").commit(staging.parent, ckpt_id, sample_describe())
+    CheckpointRepository(store, "app").commit(staging.parent, ckpt_id, sample_info())
 
     run = Run(tmp_path, "true", extra=["--additional-path", "/nonexistent"])
     code, _ = run.finish()

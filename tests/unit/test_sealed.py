@@ -17,11 +17,11 @@ import pytest
 
 from crikpy import recovery
 from crikpy.checkpoint import keys, sealed
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import new_id
 from crikpy.errors import ConfigError, CorruptCheckpoint
 from crikpy.stores import open_store
-from tests.helpers import sample_describe
+from tests.helpers import sample_info
 
 SECRET = b"the-workload-holds-this-secret-"
 
@@ -53,7 +53,7 @@ def pages(size=3 * sealed.CHUNK + 5000) -> bytes:
 def commit(store, tmp_path, workload="ns/a", key_ring=None, data=None):
     repo = CheckpointRepository(store, workload, keys=key_ring or ring(K1))
     data = pages() if data is None else data
-    return repo.commit(staged(tmp_path, data), new_id(), sample_describe(name=workload))
+    return repo.commit(staged(tmp_path, data), new_id(), sample_info(name=workload))
 
 
 def restore(store, tmp_path, workload="ns/a", key_ring=None):
@@ -138,7 +138,7 @@ def test_a_flipped_byte_in_the_manifest_fails_authentication(store, tmp_path):
 
 
 def test_an_unsealed_checkpoint_is_refused_when_a_key_is_set(store, tmp_path):
-    CheckpointRepository(store, "ns/a").commit(staged(tmp_path, pages()), new_id(), sample_describe())
+    CheckpointRepository(store, "ns/a").commit(staged(tmp_path, pages()), new_id(), sample_info())
     with pytest.raises(CorruptCheckpoint, match="authentication failed.*not sealed"):
         CheckpointRepository(store, "ns/a", keys=ring(K1)).latest()
 
@@ -203,7 +203,7 @@ def test_file_store_objects_are_private(tmp_path):
     import stat
 
     store = open_store(f"file://{tmp_path / 'store'}")
-    CheckpointRepository(store, "ns/a").commit(staged(tmp_path, b"x"), new_id(), sample_describe())
+    CheckpointRepository(store, "ns/a").commit(staged(tmp_path, b"x"), new_id(), sample_info())
     for path in (tmp_path / "store").rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {oct(mode)}"

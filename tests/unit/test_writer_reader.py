@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from crikpy import migrate, recovery
-from crikpy.checkpoint.commit import CheckpointRepository
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.checkpoint.manifest import MAX_COMMAND_ARGS
 from crikpy.deadline import Deadline
 from crikpy.errors import ConfigError, CrikpyError

@@ -4,7 +4,8 @@ what finally fails translated; and cleanups, one bounded try finished before ret
 A call runs in the thread that makes it: none is started per request, so none outlives its
 deadline. Instead every attempt is bounded from inside botocore (a `before-send` hook): it is
 not sent once the deadline has passed or its transfer has stopped, and its read timeout is cut
-to what is left of the deadline, so a hung server ends the attempt at the deadline.
+to what is left of the deadline (where botocore allows it; otherwise the client's short read
+timeout bounds it), so a hung server ends the attempt at the deadline.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ class Calls:
                 deadline.check(what)  # a SIGTERM that stops this step
             return
         deadline.check(what)
-        request.context["read_timeout"] = max(0.05, min(self.options.read_timeout,
-                                                        deadline.remaining()))
+        # Newer botocore (1.38+) takes an attempt's own read timeout; with an older one (Debian
+        # trixie's 1.37) the client's short one (S3Options.read_timeout) bounds each attempt.
+        if hasattr(request, "context"):
+            request.context["read_timeout"] = max(0.05, min(self.options.read_timeout,
+                                                            deadline.remaining()))
 
     def _retrying(self, what: str, fn: Callable[[], T], deadline: Deadline | None) -> T:
         started = time.monotonic()
