@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import posixpath
 import re
 import reprlib
 import urllib.parse
@@ -20,9 +19,9 @@ from typing import Any, Mapping
 import yaml
 
 from crikpy.budget import MAX_RESTORE_ATTEMPTS
-from crikpy.checkpoint.manifest import additional_paths_fault
 from crikpy.errors import ConfigError
 from crikpy.files import UnfitFile, read_small
+from crikpy.paths import additional_paths_fault, normal_path
 from crikpy.settings_table import (BY_FIELD, CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH,
                                    NODE_STATE_SOURCES, SETTINGS, default)
 
@@ -110,11 +109,6 @@ class Settings:
     def workload_key(self) -> str:
         """The workload's identity in the store: `namespace/name`, or `name` alone."""
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
-
-
-def normal_path(path: str) -> str:
-    """`/data/`, `/data/.`, `//data` and `/data` are one path (POSIX keeps a leading `//`)."""
-    return "/" + posixpath.normpath(path).lstrip("/") if path.startswith("/") else path
 
 
 def _short_repr() -> reprlib.Repr:
