@@ -22,10 +22,12 @@ from crikpy.paths import additional_paths_fault
 from crikpy.settings_kinds import KINDS, check_value, parse_duration  # noqa: F401 (tests)
 from crikpy.settings_table import (BY_FIELD, CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH,
                                    NODE_STATE_SOURCES, SETTINGS, default)
+from crikpy.stores.s3.options import S3Options
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
 NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
+S3_SETTINGS = tuple(s for s in SETTINGS if s.s3_option)
 # A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
@@ -48,14 +50,8 @@ class Settings:
     criu_binary: str = default("criu_binary")
     log_level: str = default("log_level")
     grace_period: float = default("grace_period")
-    s3_endpoint_url: str | None = default("s3_endpoint_url")
-    s3_region: str | None = default("s3_region")
-    s3_path_style: bool = default("s3_path_style")
-    s3_part_size_mib: int = default("s3_part_size_mib")
-    s3_concurrency: int = default("s3_concurrency")
-    s3_sse: str | None = default("s3_sse")
-    s3_sse_kms_key_id: str | None = default("s3_sse_kms_key_id")
-    s3_storage_class: str | None = default("s3_storage_class")
+    # The S3 settings (those declared with an s3_option), as an s3:// store takes them.
+    s3: S3Options = dataclasses.field(default_factory=S3Options)
     checkpoint_on: str = default("checkpoint_on")
     # empty: those that are configured (see resolve)
     node_state_sources: tuple[str, ...] = default("node_state_sources")
@@ -84,10 +80,27 @@ class Settings:
     notice_wait: float | None = default("notice_wait")
     encryption_key_file: str | None = default("encryption_key_file")
     redact_command: bool = default("redact_command")
-    s3_credentials_file: str | None = default("s3_credentials_file")
     compression: str = default("compression")
     # the file these settings were read from; None: none
     config_file: Path | None = default("config_file")
+
+    def declared(self, field: str) -> Any:
+        """A declared setting's value, as it was set: an S3 setting's is read from self.s3."""
+        setting = BY_FIELD[field]
+        if setting.s3_option is None:
+            return getattr(self, field)
+        value = getattr(self.s3, setting.s3_option)
+        return value // setting.s3_unit if setting.s3_unit != 1 else value
+
+    def as_declared(self) -> dict[str, Any]:
+        """Every field, with the S3 settings by their declared names in place of `s3`."""
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "s3":
+                fields.update({s.field: self.declared(s.field) for s in S3_SETTINGS})
+            else:
+                fields[f.name] = getattr(self, f.name)
+        return fields
 
     @property
     def longest_checkpoint(self) -> float:
@@ -217,7 +230,14 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
             if merged.get(needs))
     values = {s.field: merged.get(s.field, s.default) for s in SETTINGS}
     validate(values)
-    return Settings(**values)
+    return Settings(**{s.field: values[s.field] for s in SETTINGS if s.s3_option is None},
+                    s3=s3_options(values))
+
+
+def s3_options(values: Mapping[str, Any]) -> S3Options:
+    """The S3 settings among the declared values (by Settings field), as an S3Options."""
+    return S3Options(**{s.s3_option: values[s.field] * s.s3_unit if s.s3_unit != 1
+                        else values[s.field] for s in S3_SETTINGS})
 
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -234,7 +254,8 @@ def validate(values: Mapping[str, Any]) -> None:
 def check_together(v: Mapping[str, Any]) -> None:
     """The rules no single value's declaration states: a name usable as a store key, a store
     that is a file:// directory or an S3 bucket, absolute paths a checkpoint can record, the
-    node-state sources and what each needs, timings that fit inside the grace period."""
+    node-state sources and what each needs, for an s3:// store an SSE-KMS key only with SSE-KMS,
+    timings that fit inside the grace period."""
     if not v["name"]:
         raise ConfigError("no workload name: set --name (CRIKPY_NAME) or run where $HOSTNAME is set")
     for label in ("name", "namespace"):
@@ -281,6 +302,8 @@ def check_together(v: Mapping[str, Any]) -> None:
     if v["checkpoint_on"] == "node-shutdown" and not sources:
         raise ConfigError("checkpoint-on node-shutdown needs a node-state source; set "
                           "--node-state-sources (kubernetes, crik, aws, gcp, azure)")
+    if store.startswith("s3://"):  # what S3Options.check_pairing() says when the store opens
+        s3_options(v).check_pairing()
     timeout, grace = v["node_state_timeout"], v["grace_period"]
     if timeout <= 0 or v["notice_poll_interval"] <= 0:
         raise ConfigError("node-state-timeout and notice-poll-interval must be above 0")

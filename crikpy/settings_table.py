@@ -32,6 +32,7 @@ S3_SSE = ("AES256", "aws:kms")
 IPC_NAMESPACES = ("own", "shared")
 ON_NEW_VERSION = ("cold-start", "restore")
 OUTSIDE_TREE = ("warn", "refuse")
+MIB = 1024 * 1024
 
 # How a value is read, from a flag, a variable or the config file (settings.py converts each).
 # text: a string; path: a string that becomes a Path; seconds: a number; duration: `90s`, `10m`,
@@ -69,6 +70,10 @@ class Setting:
     maximum: float | None = None
     minimum_note: str = ""  # what the minimum means, e.g. "off"
     bounds_hint: str = ""  # what to set instead
+    # An S3 setting is held in Settings.s3 (crikpy.stores.s3.S3Options), in this field of it,
+    # counted in units of s3_unit bytes there (an int declared in MiB is held in bytes).
+    s3_option: str | None = None
+    s3_unit: int = 1
 
     @property
     def label(self) -> str:
@@ -188,36 +193,45 @@ SETTINGS: tuple[Setting, ...] = (
                  "normally"),
     # S3: credentials and, when these are unset, endpoint and region come the way every AWS
     # tool finds them (AWS_* variables, shared config files, IRSA, Pod Identity, instance role).
-    Setting("s3_endpoint_url", None, flag="--s3-endpoint-url", metavar="URL",
+    Setting("s3_endpoint_url", None, s3_option="endpoint_url",
+            flag="--s3-endpoint-url", metavar="URL",
             env="CRIKPY_S3_ENDPOINT_URL", config_key="s3EndpointURL",
             shown_default="boto3's (`$AWS_ENDPOINT_URL`, else AWS)",
             help="S3-compatible endpoint (MinIO, Ceph RGW, R2, ...)"),
-    Setting("s3_region", None, flag="--s3-region", metavar="REGION", env="CRIKPY_S3_REGION",
+    Setting("s3_region", None, s3_option="region",
+            flag="--s3-region", metavar="REGION", env="CRIKPY_S3_REGION",
             config_key="s3Region",
             shown_default="boto3's (`$AWS_REGION`, `$AWS_DEFAULT_REGION`, AWS config file)",
             help="The bucket's region"),
-    Setting("s3_path_style", False, flag="--s3-path-style", env="CRIKPY_S3_PATH_STYLE",
+    Setting("s3_path_style", False, s3_option="path_style",
+            flag="--s3-path-style", env="CRIKPY_S3_PATH_STYLE",
             config_key="s3PathStyle", kind="bool",
             help="Path-style addressing, which most S3-compatible servers need"),
-    Setting("s3_part_size_mib", 8, flag="--s3-part-size", metavar="MIB",
+    Setting("s3_part_size_mib", 8, s3_option="part_size", s3_unit=MIB,
+            flag="--s3-part-size", metavar="MIB",
             env="CRIKPY_S3_PART_SIZE", config_key="s3PartSizeMiB", kind="int",
             minimum=5, maximum=5120,  # S3 takes parts of 5 MiB to 5 GiB
             help="Multipart part size in MiB, at least 5"),
-    Setting("s3_concurrency", 4, flag="--s3-concurrency", metavar="N",
+    Setting("s3_concurrency", 4, s3_option="concurrency",
+            flag="--s3-concurrency", metavar="N",
             env="CRIKPY_S3_CONCURRENCY", config_key="s3Concurrency", kind="int",
             minimum=1, maximum=64,
             help="Parts held in memory at once, across all transfers: crikpy's transfers hold "
                  "at most part size x this"),
-    Setting("s3_sse", None, flag="--s3-sse", env="CRIKPY_S3_SSE", config_key="s3SSE",
+    Setting("s3_sse", None, s3_option="sse",
+            flag="--s3-sse", env="CRIKPY_S3_SSE", config_key="s3SSE",
             choices=S3_SSE, help="Server-side encryption: SSE-S3 or SSE-KMS"),
-    Setting("s3_sse_kms_key_id", None, flag="--s3-sse-kms-key-id", metavar="ID",
+    Setting("s3_sse_kms_key_id", None, s3_option="sse_kms_key_id",
+            flag="--s3-sse-kms-key-id", metavar="ID",
             env="CRIKPY_S3_SSE_KMS_KEY_ID", config_key="s3SSEKMSKeyId",
             shown_default="the bucket's", help="KMS key for --s3-sse aws:kms"),
-    Setting("s3_storage_class", None, flag="--s3-storage-class", metavar="CLASS",
+    Setting("s3_storage_class", None, s3_option="storage_class",
+            flag="--s3-storage-class", metavar="CLASS",
             env="CRIKPY_S3_STORAGE_CLASS", config_key="s3StorageClass",
             shown_default="the server's (`STANDARD` on AWS)",
             help="Storage class of checkpoint objects, e.g. STANDARD, INTELLIGENT_TIERING"),
-    Setting("s3_credentials_file", None, flag="--s3-credentials-file", metavar="PATH",
+    Setting("s3_credentials_file", None, s3_option="credentials_file",
+            flag="--s3-credentials-file", metavar="PATH",
             env="CRIKPY_S3_CREDENTIALS_FILE", config_key="s3CredentialsFile",
             shown_default="boto3's own search",
             help="An AWS credentials file only crikpy reads (a mounted Secret), so that the "
