@@ -6,7 +6,6 @@ Every error ends in one line on stderr, `crikpy: error: ...`, and an exit code o
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -84,7 +83,7 @@ def _settings(config_file, debug=False, **given) -> settings_mod.Settings:
                                                str(settings_mod.CRIK_CONFIG_PATH)])
     # What flags, variables and config (crik's keys mapped) came to: for debugging a set-up.
     logger.debug("config.resolved", **{k: str(v) if isinstance(v, Path) else v
-                                       for k, v in dataclasses.asdict(s).items()})
+                                       for k, v in s.as_declared().items()})
     return s
 
 
@@ -174,7 +173,7 @@ def _store_finding(s: settings_mod.Settings):
     key = f"{s.workload_key}/.crikpy-probe-{secrets.token_hex(4)}"
     body = secrets.token_bytes(64)
     try:
-        store = open_store(s.store, s)
+        store = open_store(s.store, s.s3)
         store.put_bytes(key, body)
         back = store.get_bytes(key)
         store.delete(key)

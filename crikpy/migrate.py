@@ -205,10 +205,9 @@ class Migrator:
         pages: list[Upload] = []
 
         def open_pages(name: str) -> Upload:
-            upload = self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline,
-                                           compress=self.settings.compression == "zstd")
             # With UPLOADS_AT_ONCE under way, CRIU waits here for one to end.
-            upload.task = uploads.submit(upload.run, deadline=deadline, cleanup=upload.fail)
+            upload = self.repo.open_upload(ckpt_id, f"{IMAGES}/{name}", deadline, uploads,
+                                           compress=self.settings.compression == "zstd")
             pages.append(upload)
             return upload
 

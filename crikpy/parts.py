@@ -58,6 +58,6 @@ class LazyRepository:
 def open_repository(settings: Settings, owner: str | None = None) -> CheckpointRepository:
     """The repository `settings` describe: its store, its keys, its retention."""
     ring = keys_mod.load(settings.encryption_key_file) if settings.encryption_key_file else None
-    return CheckpointRepository(open_store(settings.store, settings), settings.workload_key,
+    return CheckpointRepository(open_store(settings.store, settings.s3), settings.workload_key,
                                 settings.keep_checkpoints, settings.longest_checkpoint, ring,
                                 owner)

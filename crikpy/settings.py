@@ -9,26 +9,25 @@ kinds, defaults) are declared in settings_table.py.
 from __future__ import annotations
 
 import dataclasses
-import math
-import posixpath
 import re
-import reprlib
 import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from crikpy.budget import MAX_RESTORE_ATTEMPTS
-from crikpy.checkpoint.manifest import additional_paths_fault
 from crikpy.errors import ConfigError
 from crikpy.files import UnfitFile, read_small
+from crikpy.paths import additional_paths_fault
+from crikpy.settings_kinds import KINDS, check_value, parse_duration  # noqa: F401 (tests)
 from crikpy.settings_table import (BY_FIELD, CRIK_CONFIG_PATH, DEFAULT_CONFIG_PATH,
                                    NODE_STATE_SOURCES, SETTINGS, default)
+from crikpy.stores.s3.options import S3Options
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 # How long before the machine goes a cloud's notice comes: the time a notice checkpoint may take.
 NOTICE_LEAD_SECONDS = {"aws": 120.0, "gcp": 30.0, "azure": 30.0}
+S3_SETTINGS = tuple(s for s in SETTINGS if s.s3_option)
 # A name becomes part of store keys and file paths; DNS-label characters keep it safe everywhere.
 _NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
@@ -51,14 +50,8 @@ class Settings:
     criu_binary: str = default("criu_binary")
     log_level: str = default("log_level")
     grace_period: float = default("grace_period")
-    s3_endpoint_url: str | None = default("s3_endpoint_url")
-    s3_region: str | None = default("s3_region")
-    s3_path_style: bool = default("s3_path_style")
-    s3_part_size_mib: int = default("s3_part_size_mib")
-    s3_concurrency: int = default("s3_concurrency")
-    s3_sse: str | None = default("s3_sse")
-    s3_sse_kms_key_id: str | None = default("s3_sse_kms_key_id")
-    s3_storage_class: str | None = default("s3_storage_class")
+    # The S3 settings (those declared with an s3_option), as an s3:// store takes them.
+    s3: S3Options = dataclasses.field(default_factory=S3Options)
     checkpoint_on: str = default("checkpoint_on")
     # empty: those that are configured (see resolve)
     node_state_sources: tuple[str, ...] = default("node_state_sources")
@@ -87,10 +80,27 @@ class Settings:
     notice_wait: float | None = default("notice_wait")
     encryption_key_file: str | None = default("encryption_key_file")
     redact_command: bool = default("redact_command")
-    s3_credentials_file: str | None = default("s3_credentials_file")
     compression: str = default("compression")
     # the file these settings were read from; None: none
     config_file: Path | None = default("config_file")
+
+    def declared(self, field: str) -> Any:
+        """A declared setting's value, as it was set: an S3 setting's is read from self.s3."""
+        setting = BY_FIELD[field]
+        if setting.s3_option is None:
+            return getattr(self, field)
+        value = getattr(self.s3, setting.s3_option)
+        return value // setting.s3_unit if setting.s3_unit != 1 else value
+
+    def as_declared(self) -> dict[str, Any]:
+        """Every field, with the S3 settings by their declared names in place of `s3`."""
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "s3":
+                fields.update({s.field: self.declared(s.field) for s in S3_SETTINGS})
+            else:
+                fields[f.name] = getattr(self, f.name)
+        return fields
 
     @property
     def longest_checkpoint(self) -> float:
@@ -112,94 +122,9 @@ class Settings:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
-def normal_path(path: str) -> str:
-    """`/data/`, `/data/.`, `//data` and `/data` are one path (POSIX keeps a leading `//`)."""
-    return "/" + posixpath.normpath(path).lstrip("/") if path.startswith("/") else path
-
-
-def _short_repr() -> reprlib.Repr:
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = 60
-    short.maxlist = short.maxdict = 4
-    short.maxlevel = 2
-    return short
-
-
-_shown = _short_repr().repr  # a value as an error quotes it: short, whatever YAML aliases built
-
-
-def _str(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"config key '{key}' must be a non-empty string, got {_shown(value)}")
-    return value
-
-
-def _int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"config key '{key}' must be an integer, got {_shown(value)}")
-    return value
-
-
-def _seconds(key: str, value: Any) -> float:
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not isinstance(value, (int, float)) or not math.isfinite(seconds):
-        raise ConfigError(f"config key '{key}' must be a finite number of seconds, "
-                          f"got {_shown(value)}")
-    return seconds
-
-
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"config key '{key}' must be true or false, got {_shown(value)}")
-    return value
-
-
-_DURATION_RE = re.compile(r"(?:([0-9]{1,9})h)?(?:([0-9]{1,9})m)?"
-                          r"(?:([0-9]{1,9}(?:\.[0-9]{1,9})?)s?)?")
-
-
-def parse_duration(key: str, value: Any) -> float:
-    """Seconds from `90`, `90s`, `10m`, `1h30m`."""
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        else:
-            match = _DURATION_RE.fullmatch(str(value).strip())
-            if not match or not any(match.groups()):
-                raise ConfigError(f"{key} {_shown(value)} is not a duration; write e.g. 90s, 10m "
-                                  "or 1h30m")
-            h, m, sec = match.groups()
-            seconds = int(h or 0) * 3600 + int(m or 0) * 60 + float(sec or 0)
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"{key} must be a finite duration longer than 0, got {_shown(value)}")
-    return seconds
-
-
-def _names(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"config key '{key}' must be a list of names, got {_shown(value)}")
-    return tuple(v.strip() for v in value)
-
-
-def _paths(key: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"config key '{key}' must be a list of paths, got {_shown(value)}")
-    return tuple(value)
-
-
-# How each kind of declared setting is read from the config file (see settings_table.Kind).
-_CONVERTERS = {"text": _str, "path": _str, "int": _int, "seconds": _seconds, "bool": _bool,
-               "duration": parse_duration, "names": _names, "paths": _paths}
-# config-file key -> (Settings field, converter), from the declarations. crik's keys (imageDir,
-# additionalPaths, inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
-_CONFIG_KEYS = {s.config_key: (s.field, _CONVERTERS[s.kind]) for s in SETTINGS if s.config_key}
+# config-file key -> its declared setting. crik's keys (imageDir, additionalPaths,
+# inotifyIncompatiblePaths, nodeStateServerURL) are spelled as crik spells them.
+_CONFIG_KEYS = {s.config_key: s for s in SETTINGS if s.config_key}
 _CRIK_IMAGE_DIR = "imageDir"
 
 
@@ -240,13 +165,13 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
                 raise ConfigError(
                     f"config file {path} sets both 'store' and crik's 'imageDir'; keep one"
                 )
-            values["store"] = "file://" + _str(key, value)
+            values["store"] = "file://" + KINDS["text"].from_config(key, value)
             continue
         if key not in _CONFIG_KEYS:
             known = ", ".join(sorted([*_CONFIG_KEYS, _CRIK_IMAGE_DIR]))
             raise ConfigError(f"config file {path}: unknown key '{key}' (known keys: {known})")
-        field, convert = _CONFIG_KEYS[key]
-        values[field] = convert(key, value)
+        setting = _CONFIG_KEYS[key]
+        values[setting.field] = KINDS[setting.kind].from_config(key, value)
     return values
 
 
@@ -291,19 +216,10 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
         merged.update(read_config_file(path, required=config_path is not None))
         merged["config_file"] = path
     merged.update({k: v for k, v in given.items() if v is not None and v != ()})
-    # Flag values arrive as text or tuples; config-file values were converted when read.
+    # Flag values arrive as click read them; config-file values were read by their kind already.
     for setting in SETTINGS:
-        if setting.field not in merged:
-            continue
-        value = merged[setting.field]
-        if setting.kind == "path":
-            merged[setting.field] = Path(value)
-        elif setting.kind == "names":
-            merged[setting.field] = _names(setting.label, value)
-        elif setting.kind == "duration" and isinstance(value, str):
-            merged[setting.field] = parse_duration(setting.label, value)
-        elif setting.kind == "paths":  # "/data/", "/data/." and "/data" are one path
-            merged[setting.field] = tuple(dict.fromkeys(normal_path(p) for p in value))
+        if setting.field in merged:
+            merged[setting.field] = KINDS[setting.kind].settle(setting, merged[setting.field])
     # crik checkpoints only when its node-state server says the node is shutting down.
     if merged.get("node_state_server_url") and "checkpoint_on" not in merged:
         merged["checkpoint_on"] = "node-shutdown"
@@ -312,123 +228,85 @@ def resolve(given: Mapping[str, Any], config_path: Path | None,
             name for name, needs in (("kubernetes", "kubernetes_api_url"),
                                      ("crik", "node_state_server_url"))
             if merged.get(needs))
-    settings = Settings(**merged)
-    validate(settings)
-    return settings
+    values = {s.field: merged.get(s.field, s.default) for s in SETTINGS}
+    validate(values)
+    return Settings(**{s.field: values[s.field] for s in SETTINGS if s.s3_option is None},
+                    s3=s3_options(values))
+
+
+def s3_options(values: Mapping[str, Any]) -> S3Options:
+    """The S3 settings among the declared values (by Settings field), as an S3Options."""
+    return S3Options(**{s.s3_option: values[s.field] * s.s3_unit if s.s3_unit != 1
+                        else values[s.field] for s in S3_SETTINGS})
 
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-MAX_SECONDS = 30 * 86400  # a duration beyond it is a typo, and overflows timers (time_t)
 
 
-def _check_each_value(s: Settings) -> None:
-    """What holds for every setting of a kind: no NUL in a string, a duration that a timer can
-    wait for, a value among its choices, a URL that is http(s) and carries no credentials."""
+def validate(values: Mapping[str, Any]) -> None:
+    """ConfigError unless the declared settings' values (by Settings field) make a working
+    configuration: each value by its declaration (settings_kinds), then the rules between them."""
     for setting in SETTINGS:
-        value = getattr(s, setting.field)
-        if value is None:
-            continue
-        strings = value if isinstance(value, (list, tuple)) else [value]
-        if any(isinstance(v, (str, Path)) and "\0" in str(v) for v in strings):
-            raise ConfigError(f"{setting.names} holds a NUL character")
-        if setting.kind in ("seconds", "duration") and value > MAX_SECONDS:
-            raise ConfigError(f"{setting.names} must be at most {MAX_SECONDS} seconds (30 days), "
-                              f"got {value:g}")
-        if setting.choices:
-            for v in strings:
-                if v not in setting.choices:
-                    raise ConfigError(f"{setting.label} '{v}' is not one of "
-                                      f"{', '.join(map(str, setting.choices))}; it is set by "
-                                      f"{setting.names}")
-        if setting.field.endswith("_url") or setting.field == "store":
-            try:
-                parts = urllib.parse.urlsplit(value)
-                parts.port  # noqa: B018  (raises for a port out of range)
-            except ValueError as e:
-                raise ConfigError(f"{setting.names} is not a URL ({e}): '{value}'") from None
-            if any(c.isspace() for c in value):
-                raise ConfigError(f"{setting.names} holds white space: '{value}'")
-            if "@" in parts.netloc:
-                raise ConfigError(f"{setting.names} holds credentials (user:password@), which "
-                                  "would show in logs and errors; take them out of the URL "
-                                  "(for S3, use --s3-credentials-file)")
-            if setting.field != "store" and (parts.scheme not in ("http", "https")
-                                             or not parts.hostname):
-                raise ConfigError(f"{setting.names} must be an http:// or https:// URL with a "
-                                  f"host, got '{value}'")
+        check_value(setting, values[setting.field])
+    check_together(values)
 
 
-def validate(s: Settings) -> None:
-    _check_each_value(s)
-    if not s.name:
+def check_together(v: Mapping[str, Any]) -> None:
+    """The rules no single value's declaration states: a name usable as a store key, a store
+    that is a file:// directory or an S3 bucket, absolute paths a checkpoint can record, the
+    node-state sources and what each needs, for an s3:// store an SSE-KMS key only with SSE-KMS,
+    timings that fit inside the grace period."""
+    if not v["name"]:
         raise ConfigError("no workload name: set --name (CRIKPY_NAME) or run where $HOSTNAME is set")
-    for label, value in (("name", s.name), ("namespace", s.namespace)):
+    for label in ("name", "namespace"):
+        value = v[label]
         if value is not None and not _NAME_RE.match(value):
             raise ConfigError(
                 f"{label} '{value}' is not usable as a store key; use letters, digits, '.', '_' "
                 "and '-' (at most 253), starting and ending with a letter or digit"
             )
-    if not s.store.startswith(("file://", "s3://")):
+    store = v["store"]
+    if not store.startswith(("file://", "s3://")):
         raise ConfigError(
-            f"store '{s.store}' has an unknown scheme; use file:///path or s3://bucket/prefix"
+            f"store '{store}' has an unknown scheme; use file:///path or s3://bucket/prefix"
         )
-    bucket = urllib.parse.urlsplit(s.store).netloc
-    if s.store.startswith("s3://") and not _BUCKET_RE.fullmatch(bucket):
-        raise ConfigError(f"store '{s.store}': '{bucket}' is not an S3 bucket name (3 to 63 "
+    bucket = urllib.parse.urlsplit(store).netloc
+    if store.startswith("s3://") and not _BUCKET_RE.fullmatch(bucket):
+        raise ConfigError(f"store '{store}': '{bucket}' is not an S3 bucket name (3 to 63 "
                           "lowercase letters, digits, '.' and '-'); use s3://bucket/prefix")
-    if s.keep_checkpoints < 1:
-        raise ConfigError(f"keep-checkpoints must be at least 1, got {s.keep_checkpoints}")
-    if s.pid_floor < 0 or s.pid_floor > 4_000_000:
-        raise ConfigError(f"pid-floor must be between 0 (off) and 4000000, got {s.pid_floor}")
-    if not s.work_dir.is_absolute():
-        raise ConfigError(f"work-dir '{s.work_dir}' must be an absolute path")
-    for p in (*s.additional_paths, *s.inotify_incompatible_paths):
+    if not v["work_dir"].is_absolute():
+        raise ConfigError(f"work-dir '{v['work_dir']}' must be an absolute path")
+    for p in (*v["additional_paths"], *v["inotify_incompatible_paths"]):
         if not p.startswith("/"):
             raise ConfigError(f"path '{p}' in additionalPaths/inotifyIncompatiblePaths must be absolute")
-    fault = additional_paths_fault(list(s.additional_paths))
+    fault = additional_paths_fault(list(v["additional_paths"]))
     if fault:
         raise ConfigError(f"{BY_FIELD['additional_paths'].names}: {fault}")
-    for label, value in (("grace-period", s.grace_period),
-                         ("node-state-timeout", s.node_state_timeout),
-                         ("notice-poll-interval", s.notice_poll_interval)):
-        if not math.isfinite(value):
-            raise ConfigError(f"{label} must be a finite number of seconds, got {value}")
-    if s.grace_period < 3:  # 2 s of it are the reserve (deadline.py)
-        raise ConfigError(f"grace-period must be at least 3 seconds, got {s.grace_period}; "
-                          "set it to the pod's terminationGracePeriodSeconds")
-    if not 1 <= s.restore_attempts <= MAX_RESTORE_ATTEMPTS:
-        raise ConfigError(f"restore-attempts must be between 1 and {MAX_RESTORE_ATTEMPTS}, got "
-                          f"{s.restore_attempts}")
-    for label, value in (("max-container-files", s.max_container_files),
-                         ("max-changed-mib", s.max_changed_mib),
-                         ("ghost-limit-mib", s.ghost_limit_mib)):
-        if value < 1:
-            raise ConfigError(f"{label} must be at least 1, got {value}")
-    for source in s.node_state_sources:
+    sources = v["node_state_sources"]
+    for source in sources:
         if source not in NODE_STATE_SOURCES:
             raise ConfigError(f"node-state source '{source}' is unknown; use "
                               f"{', '.join(NODE_STATE_SOURCES)}")
     needs = {"kubernetes": ("kubernetes_api_url", "the API server URL (in-cluster, or "
                             "--kubernetes-api-url)"),
              "crik": ("node_state_server_url", "nodeStateServerURL")}
-    for source in s.node_state_sources:
+    for source in sources:
         if source in needs:
             field, label = needs[source]
-            if not getattr(s, field):
+            if not v[field]:
                 raise ConfigError(f"node-state source '{source}' needs {label}")
-            if not s.node_name:
+            if not v["node_name"]:
                 raise ConfigError(f"node-state source '{source}' needs the node's name: set "
                                   "--node-name or $KUBERNETES_NODE_NAME from the downward API "
                                   "(spec.nodeName)")
-    if s.checkpoint_on == "node-shutdown" and not s.node_state_sources:
+    if v["checkpoint_on"] == "node-shutdown" and not sources:
         raise ConfigError("checkpoint-on node-shutdown needs a node-state source; set "
                           "--node-state-sources (kubernetes, crik, aws, gcp, azure)")
-    if s.node_state_timeout <= 0 or s.notice_poll_interval <= 0:
+    if store.startswith("s3://"):  # what S3Options.check_pairing() says when the store opens
+        s3_options(v).check_pairing()
+    timeout, grace = v["node_state_timeout"], v["grace_period"]
+    if timeout <= 0 or v["notice_poll_interval"] <= 0:
         raise ConfigError("node-state-timeout and notice-poll-interval must be above 0")
-    if s.node_state_timeout >= s.grace_period:
-        raise ConfigError(f"node-state-timeout ({s.node_state_timeout:g} s) must be shorter than "
-                          f"the grace-period ({s.grace_period:g} s): the decision is made inside it")
-    for label, value, low, high in (("s3-part-size-mib", s.s3_part_size_mib, 5, 5120),
-                                    ("s3-concurrency", s.s3_concurrency, 1, 64)):
-        if not low <= value <= high:  # S3 takes parts of 5 MiB to 5 GiB
-            raise ConfigError(f"{label} must be between {low} and {high}, got {value}")
+    if timeout >= grace:
+        raise ConfigError(f"node-state-timeout ({timeout:g} s) must be shorter than "
+                          f"the grace-period ({grace:g} s): the decision is made inside it")

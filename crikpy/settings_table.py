@@ -4,7 +4,8 @@ The click options (cli.py), the config-file keys and the Settings defaults (sett
 settings table of docs/settings.md are all made from SETTINGS below; that page is written by
 `python tests/docs/generate_reference.py`, and a test fails while it is out of date.
 `python -m crikpy.settings_table` prints a short table (flag, env, config key, default).
-This module imports nothing of crikpy's, so that every other module can import it.
+This module imports nothing of crikpy's but budget.py (which imports nothing), so that every other
+module can import it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any, Literal
+
+from crikpy.budget import MAX_RESTORE_ATTEMPTS
 
 
 DEFAULT_CONFIG_PATH = Path("/etc/crikpy/config.yaml")
@@ -29,6 +32,7 @@ S3_SSE = ("AES256", "aws:kms")
 IPC_NAMESPACES = ("own", "shared")
 ON_NEW_VERSION = ("cold-start", "restore")
 OUTSIDE_TREE = ("warn", "refuse")
+MIB = 1024 * 1024
 
 # How a value is read, from a flag, a variable or the config file (settings.py converts each).
 # text: a string; path: a string that becomes a Path; seconds: a number; duration: `90s`, `10m`,
@@ -60,6 +64,16 @@ class Setting:
     flag_note: str = ""  # markdown after the flag in docs/settings.md
     key_note: str = ""  # markdown after the config key in docs/settings.md
     run_only: bool = False  # False: every command takes it (the store and the name are needed)
+    # Bounds of an int or seconds setting (None: none); an error out of them names the field
+    # with dashes, the minimum with its note, and ends with the hint.
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_note: str = ""  # what the minimum means, e.g. "off"
+    bounds_hint: str = ""  # what to set instead
+    # An S3 setting is held in Settings.s3 (crikpy.stores.s3.S3Options), in this field of it,
+    # counted in units of s3_unit bytes there (an int declared in MiB is held in bytes).
+    s3_option: str | None = None
+    s3_unit: int = 1
 
     @property
     def label(self) -> str:
@@ -136,7 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
                  "the command cold, or exit 176"),
     Setting("keep_checkpoints", 2, flag="--keep-checkpoints", metavar="N",
             env="CRIKPY_KEEP_CHECKPOINTS", config_key="keepCheckpoints", kind="int",
-            run_only=True,
+            run_only=True, minimum=1,
             help="Committed checkpoints kept per workload; older ones are deleted after a "
                  "commit"),
     Setting("work_dir", Path("/var/lib/crikpy/work"), flag="--work-dir", metavar="DIR",
@@ -144,6 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
             help="Local staging directory for dumps and downloads"),
     Setting("pid_floor", 9000, flag="--pid-floor", metavar="N", env="CRIKPY_PID_FLOOR",
             config_key="pidFloor", kind="int", run_only=True,
+            minimum=0, minimum_note="off", maximum=4_000_000,
             help="Workload PIDs start above this, so restores never collide with crikpy's own "
                  "(0: leave ns_last_pid alone)"),
     Setting("ipc_namespace", "own", flag="--ipc-namespace", env="CRIKPY_IPC_NAMESPACE",
@@ -170,41 +185,53 @@ SETTINGS: tuple[Setting, ...] = (
             help="The least severe log events shown; debug adds the settings as resolved"),
     Setting("grace_period", 30.0, flag="--grace-period", metavar="SECONDS",
             env="CRIKPY_GRACE_PERIOD", config_key="gracePeriod", kind="seconds",
-            run_only=True,
+            run_only=True, minimum=3,  # 2 s of it are the reserve (deadline.py)
+            bounds_hint="set it to the pod's terminationGracePeriodSeconds",
             help="Seconds from SIGTERM to the kubelet's SIGKILL (the pod's "
                  "terminationGracePeriodSeconds). A checkpoint not committed by then, less a "
                  "10% reserve (at least 2 s), is abandoned and the workload shuts down "
                  "normally"),
     # S3: credentials and, when these are unset, endpoint and region come the way every AWS
     # tool finds them (AWS_* variables, shared config files, IRSA, Pod Identity, instance role).
-    Setting("s3_endpoint_url", None, flag="--s3-endpoint-url", metavar="URL",
+    Setting("s3_endpoint_url", None, s3_option="endpoint_url",
+            flag="--s3-endpoint-url", metavar="URL",
             env="CRIKPY_S3_ENDPOINT_URL", config_key="s3EndpointURL",
             shown_default="boto3's (`$AWS_ENDPOINT_URL`, else AWS)",
             help="S3-compatible endpoint (MinIO, Ceph RGW, R2, ...)"),
-    Setting("s3_region", None, flag="--s3-region", metavar="REGION", env="CRIKPY_S3_REGION",
+    Setting("s3_region", None, s3_option="region",
+            flag="--s3-region", metavar="REGION", env="CRIKPY_S3_REGION",
             config_key="s3Region",
             shown_default="boto3's (`$AWS_REGION`, `$AWS_DEFAULT_REGION`, AWS config file)",
             help="The bucket's region"),
-    Setting("s3_path_style", False, flag="--s3-path-style", env="CRIKPY_S3_PATH_STYLE",
+    Setting("s3_path_style", False, s3_option="path_style",
+            flag="--s3-path-style", env="CRIKPY_S3_PATH_STYLE",
             config_key="s3PathStyle", kind="bool",
             help="Path-style addressing, which most S3-compatible servers need"),
-    Setting("s3_part_size_mib", 8, flag="--s3-part-size", metavar="MIB",
+    Setting("s3_part_size_mib", 8, s3_option="part_size", s3_unit=MIB,
+            flag="--s3-part-size", metavar="MIB",
             env="CRIKPY_S3_PART_SIZE", config_key="s3PartSizeMiB", kind="int",
+            minimum=5, maximum=5120,  # S3 takes parts of 5 MiB to 5 GiB
             help="Multipart part size in MiB, at least 5"),
-    Setting("s3_concurrency", 4, flag="--s3-concurrency", metavar="N",
+    Setting("s3_concurrency", 4, s3_option="concurrency",
+            flag="--s3-concurrency", metavar="N",
             env="CRIKPY_S3_CONCURRENCY", config_key="s3Concurrency", kind="int",
+            minimum=1, maximum=64,
             help="Parts held in memory at once, across all transfers: crikpy's transfers hold "
                  "at most part size x this"),
-    Setting("s3_sse", None, flag="--s3-sse", env="CRIKPY_S3_SSE", config_key="s3SSE",
+    Setting("s3_sse", None, s3_option="sse",
+            flag="--s3-sse", env="CRIKPY_S3_SSE", config_key="s3SSE",
             choices=S3_SSE, help="Server-side encryption: SSE-S3 or SSE-KMS"),
-    Setting("s3_sse_kms_key_id", None, flag="--s3-sse-kms-key-id", metavar="ID",
+    Setting("s3_sse_kms_key_id", None, s3_option="sse_kms_key_id",
+            flag="--s3-sse-kms-key-id", metavar="ID",
             env="CRIKPY_S3_SSE_KMS_KEY_ID", config_key="s3SSEKMSKeyId",
             shown_default="the bucket's", help="KMS key for --s3-sse aws:kms"),
-    Setting("s3_storage_class", None, flag="--s3-storage-class", metavar="CLASS",
+    Setting("s3_storage_class", None, s3_option="storage_class",
+            flag="--s3-storage-class", metavar="CLASS",
             env="CRIKPY_S3_STORAGE_CLASS", config_key="s3StorageClass",
             shown_default="the server's (`STANDARD` on AWS)",
             help="Storage class of checkpoint objects, e.g. STANDARD, INTELLIGENT_TIERING"),
-    Setting("s3_credentials_file", None, flag="--s3-credentials-file", metavar="PATH",
+    Setting("s3_credentials_file", None, s3_option="credentials_file",
+            flag="--s3-credentials-file", metavar="PATH",
             env="CRIKPY_S3_CREDENTIALS_FILE", config_key="s3CredentialsFile",
             shown_default="boto3's own search",
             help="An AWS credentials file only crikpy reads (a mounted Secret), so that the "
@@ -283,7 +310,7 @@ SETTINGS: tuple[Setting, ...] = (
                  "previous checkpoint, rewinding the workload"),
     Setting("restore_attempts", 3, flag="--restore-attempts", metavar="N",
             env="CRIKPY_RESTORE_ATTEMPTS", config_key="restoreAttempts", kind="int",
-            run_only=True,
+            run_only=True, minimum=1, maximum=MAX_RESTORE_ATTEMPTS,
             help="Restores of one checkpoint that may fail (the pod exits and restarts between "
                  "them) before it is quarantined and the previous one is tried"),
     Setting("on_new_version", "cold-start", flag="--on-new-version",
@@ -312,16 +339,18 @@ SETTINGS: tuple[Setting, ...] = (
                  "without crikpy"),
     Setting("max_container_files", 1_000_000, flag="--max-container-files", metavar="N",
             env="CRIKPY_MAX_CONTAINER_FILES", config_key="maxContainerFiles", kind="int",
-            run_only=True,
+            run_only=True, minimum=1,
             help="The most entries crikpy lists in the container's own filesystem to find the "
                  "workload's changes (about 1 s per 250,000 at start and at each dump); past it, "
                  "checkpoints are refused"),
     Setting("max_changed_mib", 2048, flag="--max-changed-mib", metavar="MIB",
             env="CRIKPY_MAX_CHANGED_MIB", config_key="maxChangedMiB", kind="int", run_only=True,
+            minimum=1,
             help="The most MiB of the container's files (changed since it started, /dev/shm, "
                  "emptyDir volumes) a checkpoint carries; past it, the checkpoint is refused"),
     Setting("ghost_limit_mib", 512, flag="--ghost-limit-mib", metavar="MIB",
             env="CRIKPY_GHOST_LIMIT_MIB", config_key="ghostLimitMiB", kind="int", run_only=True,
+            minimum=1,
             help="The largest deleted-but-open file (CRIU's ghost file) a checkpoint carries; "
                  "CRIU writes each whole into the work dir beside its images, so the work dir "
                  "needs room for them. A larger one fails the dump"),

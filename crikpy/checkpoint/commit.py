@@ -23,22 +23,25 @@ from crikpy.deadline import Deadline
 from crikpy.errors import CorruptCheckpoint, CrikpyError, StoreError
 from crikpy.stores import Digest, PreconditionFailed, Store
 from crikpy.stores.base import Stream
-from crikpy.tasks import Task, run_each
+from crikpy.tasks import Task, TaskGroup, run_each
 
 FILES_AT_ONCE = 8  # see repository.py
 
 
 class Committing:
     def open_upload(self, ckpt_id: str, rel: str, deadline: Deadline | None,
-                    compress: bool = False) -> "Upload":
+                    uploads: TaskGroup, compress: bool = False) -> "Upload":
         """Upload a file of checkpoint `ckpt_id` while it is being written (CRIU's pages):
-        compressed if asked, then sealed if a key is set."""
+        compressed if asked, then sealed if a key is set; a task of `uploads`, which waits for
+        a free slot first (the writer waits meanwhile)."""
         stream = Stream(rel)
         source = codec.encode(stream, self.keys, self._binding(ckpt_id, f"files/{rel}"),
                               compress)
         progress = log.TransferProgress("upload", 0, id=ckpt_id, file=rel)
-        return Upload(self.store, self.layout.file(ckpt_id, rel), rel, stream, source,
-                      deadline, progress, codec.codec_of(compress))
+        upload = Upload(self.store, self.layout.file(ckpt_id, rel), rel, stream, source,
+                        deadline, progress, codec.codec_of(compress))
+        upload.task = uploads.submit(upload.run, deadline=deadline, cleanup=upload.fail)
+        return upload
 
     def commit(self, staging: Path, ckpt_id: str, info: WorkloadInfo,
                deadline: Deadline | None = None, streamed: Iterable["Upload"] = ()) -> Manifest:

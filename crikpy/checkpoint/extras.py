@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 from crikpy import log
 from crikpy.errors import ConfigError, CorruptCheckpoint, NodeFault
 from crikpy.files import kind
-from crikpy.settings import normal_path
+from crikpy.paths import normal_path
 
 ARCHIVE = "extra.tar"  # the file holding additional paths, inside a checkpoint
 _ASIDE = ".crikpy-aside-"

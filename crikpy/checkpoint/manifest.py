@@ -19,6 +19,9 @@ from typing import Any
 from crikpy.checkpoint import framed
 from crikpy.container import identity
 from crikpy.errors import CorruptCheckpoint, NewerCheckpoint
+from crikpy.paths import additional_paths_fault
+from crikpy.paths import MAX_LIST_JSON_BYTES as _MAX_LIST_JSON_BYTES
+from crikpy.paths import plain_text as _plain_text
 
 FORMAT = "crikpy.checkpoint/v1"
 REDACTED = "<redacted>"  # the command, with --redact-command
@@ -28,11 +31,6 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FILES = 100_000
 MAX_FILE_BYTES = 1 << 40
 MAX_COMMAND_ARGS = 4096
-MAX_ADDITIONAL_PATHS = 1024
-MAX_PATH_CHARS = 4096
-# What the writer keeps the command and the additional paths to, each, in encoded JSON bytes:
-# together well inside MAX_MANIFEST_BYTES, whatever the characters.
-_MAX_LIST_JSON_BYTES = 1024 * 1024
 _ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9a-f]{8}")
 _FORMAT_RE = re.compile(r"crikpy\.checkpoint/v([0-9]{1,6})")
 
@@ -60,20 +58,6 @@ def id_age_seconds(ckpt_id: str, now: datetime.datetime | None = None) -> float:
     except ValueError:
         return 0.0
     return ((now or datetime.datetime.now(datetime.timezone.utc)) - made).total_seconds()
-
-
-def additional_paths_fault(paths: list[str]) -> str | None:
-    """Why a manifest cannot record these (normalised) additional paths, or None if it can."""
-    if len(paths) > MAX_ADDITIONAL_PATHS:
-        return f"there are {len(paths)}; a checkpoint records at most {MAX_ADDITIONAL_PATHS}"
-    for path in paths:
-        if not _plain_text(path):
-            return f"{path.encode(errors='backslashreplace').decode()[:80]!r} is not valid UTF-8"
-        if len(path) > MAX_PATH_CHARS:
-            return f"{path[:60]!r}... is longer than {MAX_PATH_CHARS} characters"
-    if len(json.dumps(paths)) > _MAX_LIST_JSON_BYTES:
-        return f"together they are longer than the {_MAX_LIST_JSON_BYTES} bytes a checkpoint records"
-    return None
 
 
 def recorded_command(command: list[str]) -> list[str]:
@@ -192,17 +176,6 @@ class Manifest:
 
 
 _OPTIONAL = {"encryption", "program"}
-
-
-def _plain_text(value: Any) -> bool:
-    """A string a path can be: no NUL, and UTF-8 encodable (no lone surrogates)."""
-    if not isinstance(value, str) or "\x00" in value:
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _plain_int(value: Any) -> bool:

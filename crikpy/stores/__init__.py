@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from crikpy.errors import ConfigError
 from crikpy.stores.base import Digest, MissingObject, PreconditionFailed, Store, Versioned
+from crikpy.stores.s3.options import S3Options
 
-if TYPE_CHECKING:
-    from crikpy.settings import Settings
-
-__all__ = ["Digest", "MissingObject", "PreconditionFailed", "Store", "Versioned", "open_store"]
+__all__ = ["Digest", "MissingObject", "PreconditionFailed", "S3Options", "Store", "Versioned",
+           "open_store"]
 
 
-def open_store(url: str, settings: "Settings | None" = None) -> Store:
-    """The store `url` names; `settings` carry the S3 options (defaults when None)."""
+def open_store(url: str, s3_options: S3Options | None = None) -> Store:
+    """The store `url` names; `s3_options` are an s3:// store's (defaults when None)."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc or not parsed.path.startswith("/"):
@@ -26,14 +24,10 @@ def open_store(url: str, settings: "Settings | None" = None) -> Store:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigError(f"store '{url}' names no bucket; use s3://bucket/prefix")
-        from crikpy.stores.s3 import S3Options, S3Store  # boto3 loads only for s3:// stores
+        from crikpy.stores.s3.store import S3Store  # boto3 loads only for s3:// stores
 
-        options = S3Options() if settings is None else S3Options(
-            endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
-            path_style=settings.s3_path_style, part_size=settings.s3_part_size_mib * 1024 * 1024,
-            concurrency=settings.s3_concurrency, sse=settings.s3_sse,
-            sse_kms_key_id=settings.s3_sse_kms_key_id, storage_class=settings.s3_storage_class,
-            credentials_file=settings.s3_credentials_file)
+        options = s3_options or S3Options()
+        options.check_pairing()
         return S3Store(parsed.netloc, parsed.path, options)
     raise ConfigError(f"store '{url}': scheme '{parsed.scheme}' is not supported; "
                       "use file:///path or s3://bucket/prefix")

@@ -336,7 +336,7 @@ def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="at least 5 MiB"):
         S3Options(part_size=MIB)
     with pytest.raises(ConfigError, match="needs --s3-sse aws:kms"):
-        S3Options(sse="AES256", sse_kms_key_id="k")
+        open_store(f"s3://{BUCKET}/p", S3Options(sse="AES256", sse_kms_key_id="k"))
     with pytest.raises(ConfigError, match="names no bucket"):
         open_store("s3:///prefix")
 

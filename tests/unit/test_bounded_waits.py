@@ -103,9 +103,10 @@ def test_a_store_that_cannot_be_opened_when_a_checkpoint_begins_is_one_logged_er
     from crikpy.parts import LazyRepository
     from crikpy.errors import ConfigError
     from crikpy.settings import Settings
+    from crikpy.stores import S3Options
 
     settings = Settings(name="app", store="s3://bucket/x", work_dir=tmp_path / "w",
-                        s3_credentials_file=str(tmp_path / "missing-credentials"))
+                        s3=S3Options(credentials_file=str(tmp_path / "missing-credentials")))
     repo = LazyRepository(settings, owner="pod/1", known=None)
     repo.warm()
     time.sleep(2)

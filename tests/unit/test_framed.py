@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from crikpy.checkpoint import framed
 from crikpy.checkpoint.repository import CheckpointRepository
+from crikpy.tasks import TaskGroup
 from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.manifest import new_id
 from crikpy.errors import CorruptCheckpoint
@@ -37,7 +38,8 @@ def stream_through(tmp_path, data: bytes, keys=None, compress=True):
     store = open_store(f"file://{tmp_path / 'store'}")
     repo = CheckpointRepository(store, "ns/app", keys=keys)
     ckpt_id = new_id()
-    upload = repo.open_upload(ckpt_id, "images/pages-1.img", None, compress=compress)
+    upload = repo.open_upload(ckpt_id, "images/pages-1.img", None, TaskGroup("upload"),
+                              compress=compress)
     for at in range(0, len(data), 300_000):  # in pieces, as CRIU's pages come
         upload.write(data[at:at + 300_000])
     upload.end()

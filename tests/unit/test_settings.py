@@ -97,9 +97,9 @@ def test_s3_and_grace_period_keys(tmp_path):
                              "s3PathStyle: true\ns3PartSizeMiB: 32\ns3Concurrency: 4\n"
                              "s3SSE: aws:kms\ns3SSEKMSKeyId: key-1\ngracePeriod: 120\n")
     s = resolve({"s3_concurrency": 6}, config, {"HOSTNAME": "h"})
-    assert (s.store, s.s3_endpoint_url, s.s3_path_style, s.s3_part_size_mib) == (
-        "s3://bucket/prefix", "http://minio:9000", True, 32)
-    assert (s.s3_concurrency, s.s3_sse, s.s3_sse_kms_key_id, s.grace_period) == (
+    assert (s.store, s.s3.endpoint_url, s.s3.path_style, s.s3.part_size) == (
+        "s3://bucket/prefix", "http://minio:9000", True, 32 * 1024 * 1024)
+    assert (s.s3.concurrency, s.s3.sse, s.s3.sse_kms_key_id, s.grace_period) == (
         6, "aws:kms", "key-1", 120.0)
 
 

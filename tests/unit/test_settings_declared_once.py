@@ -14,7 +14,8 @@ import yaml
 from click.testing import CliRunner
 
 from crikpy import cli
-from crikpy.settings import Settings
+from crikpy.settings import Settings, s3_options
+from crikpy.stores import S3Options
 from crikpy.settings_table import SETTINGS, Setting
 
 # Settings fields that are not settings: where Kubernetes mounts the ServiceAccount.
@@ -36,9 +37,14 @@ def test_declarations_are_whole_and_unambiguous():
 
 def test_settings_defaults_are_the_declared_ones():
     fields = {f.name: f.default for f in dataclasses.fields(Settings)}
-    declared = {s.field: s.default for s in SETTINGS}
-    assert fields.keys() - declared.keys() == NOT_SETTINGS
+    declared = {s.field: s.default for s in SETTINGS if not s.s3_option}
+    assert fields.keys() - declared.keys() == NOT_SETTINGS | {"s3"}
     assert {name: fields[name] for name in declared} == declared
+    # The S3 settings are held in Settings.s3, whose defaults (those of S3Options(), which an
+    # s3:// store opened without settings takes) are the declared ones.
+    s3_declared = {s.field: s.default for s in SETTINGS if s.s3_option}
+    assert {field: Settings().declared(field) for field in s3_declared} == s3_declared
+    assert Settings().s3 == s3_options(s3_declared) == S3Options()
 
 
 @pytest.mark.parametrize("path", [["run"], ["check"], ["checkpoints", "list"],
@@ -128,4 +134,4 @@ def test_every_route_reaches_the_declared_field(setting, route, tmp_path, monkey
         structlog.configure(**saved)
     assert result.exit_code == 0, result.output
     [settings] = resolved
-    assert getattr(settings, setting.field) == expected(setting, value)
+    assert settings.declared(setting.field) == expected(setting, value)

@@ -1,4 +1,5 @@
-"""Every S3 setting in one object, checked when made, and the check of a credentials file."""
+"""Every S3 setting in one object, checked when made (and check_pairing() when an s3:// store
+is opened), and the check of a credentials file."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ class S3Options:
             raise ConfigError(f"s3 concurrency must be between 1 and 64, got {self.concurrency}")
         if self.sse not in (None, "AES256", "aws:kms"):
             raise ConfigError(f"s3 server-side encryption '{self.sse}' is not AES256 or aws:kms")
+
+    def check_pairing(self) -> None:
+        """ConfigError for options that contradict each other, which only matters to an s3://
+        store (open_store checks it): a file:// store's settings may carry a stray KMS key id."""
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise ConfigError("an SSE-KMS key id needs --s3-sse aws:kms")
 
