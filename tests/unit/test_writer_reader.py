@@ -22,17 +22,16 @@ from crikpy.deadline import Deadline
 from crikpy.errors import ConfigError, CrikpyError
 from crikpy.settings import Settings, resolve
 from crikpy.stores import open_store
+from crikpy.tasks import TaskGroup
 from tests.helpers import FakeMigrator
 
 
 def _checkpoint(tmp_path, monkeypatch, command, **settings):
     """A real Migrator's checkpoint of a live process, CRIU's dump replaced by a staged image."""
-    monkeypatch.setattr(migrate.session, "version", lambda *_a, **_k: "4.2")
-
     def dump(self, ckpt_id, pid, staging, leave_running, deadline):
         (staging / "images").mkdir()
         (staging / "images" / "pages-1.img").write_bytes(b"pages")
-        return 0.1, [], 5
+        return migrate._Dumped(0.1, TaskGroup("upload"), [], 5)
     monkeypatch.setattr(migrate.Migrator, "_dump", dump)
     store = open_store(f"file://{tmp_path / 'store'}")
     s = Settings(name="app", store=store.url, work_dir=tmp_path / "work", pid_floor=0, **settings)
