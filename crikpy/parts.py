@@ -13,6 +13,7 @@ from crikpy.checkpoint import pointer
 from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.settings import Settings
 from crikpy.stores import open_store
+from crikpy.tasks import TaskGroup
 
 
 class LazyRepository:
@@ -31,10 +32,9 @@ class LazyRepository:
         self.owner, self.known = owner, known
 
     def warm(self) -> None:
-        """Open the store in a helper thread; what fails there is raised at first use."""
+        """Open the store as a helper task; what fails there is raised at first use."""
         if self._repo is None:
-            threading.Thread(target=self._open, args=(True,), name="store-warm",
-                             daemon=True).start()
+            TaskGroup("store-warm", 1).submit(self._open, True)
 
     def _open(self, warming: bool = False) -> CheckpointRepository | None:
         with self._lock:

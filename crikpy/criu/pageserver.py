@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from pathlib import Path
 from typing import Callable, Protocol
 
 from crikpy import log
+from crikpy.tasks import TaskGroup
 
 _HEADER = struct.Struct("=I4xQQQ")
 OPEN2, PARENT, ADD_F, CLOSE, FORCE_CLOSE = 4, 5, 6, 0x1023, 0x1024
@@ -44,7 +44,8 @@ class PagesStream(Protocol):
 
 
 class PageReceiver:
-    """Runs in its own thread for one dump; `theirs` is CRIU's end of the socket, for `ps.fd`."""
+    """Runs as a task of its own for one dump; `theirs` is CRIU's end of the socket, for
+    `ps.fd`."""
 
     def __init__(self, images: Path, open_pages: Callable[[str], PagesStream],
                  write_pagemap: Callable[[Path, dict], None] | None = None) -> None:
@@ -56,17 +57,16 @@ class PageReceiver:
         self._current: PagesStream | None = None
         self.error: BaseException | None = None
         self.bytes = 0
-        self._thread = threading.Thread(target=self._run, name="page-receiver", daemon=True)
+        self._group = TaskGroup("page-receiver", 1)
 
     def start(self) -> "PageReceiver":
-        self._thread.start()
+        self._group.submit(self._run)
         return self
 
     def finish(self, timeout: float | None = None) -> None:
         """After CRIU returned: wait for the end, write the pagemaps; raises what went wrong."""
         self.theirs.close()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._group.join(timeout):
             self._ours.close()
             raise RuntimeError("the page receiver did not finish after CRIU did")
         if self.error is not None:

@@ -6,36 +6,25 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-import threading
 import urllib.error
 import urllib.request
 from typing import Any, Callable, TypeVar
 
 from crikpy.nodestate import Unavailable
+from crikpy.tasks import TaskGroup
 
 T = TypeVar("T")
 
 
 def within(seconds: float, call: Callable[[], T], what: str) -> T:
-    """call() in a daemon thread, given up on after `seconds` (Unavailable). A socket timeout
+    """call() as a task of its own, given up on after `seconds` (Unavailable). A socket timeout
     bounds each read, not an answer: a server that trickles one byte at a time would otherwise
     hold a SIGTERM's decision past the grace period."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as e:  # noqa: BLE001  (handed to the caller below)
-            outcome["error"] = e
-
-    thread = threading.Thread(target=run, name="node-state-call", daemon=True)
-    thread.start()
-    thread.join(max(seconds, 0.05))
-    if thread.is_alive():
+    group = TaskGroup("node-state-call", 1)
+    task = group.submit(call)
+    if not group.join(max(seconds, 0.05)):
         raise Unavailable(f"{what}: no whole answer within {seconds:.1f} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    return task.result()
 
 
 def fetch(url: str, *, timeout: float, headers: dict[str, str] | None = None,
