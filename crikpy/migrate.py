@@ -23,6 +23,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
+from crikpy.paths import remove
 from crikpy import budget, log, procs
 from crikpy.checkpoint import extras
 from crikpy.checkpoint.commit import Upload
@@ -125,7 +126,7 @@ class Migrator:
             stdio = procs.stdio_targets(pid)
             if not leave_running:  # crik's rule: those paths break a dump, and the tree stops
                 for path in self.settings.inotify_incompatible_paths:
-                    _remove(path)
+                    remove(path, ignore_errors=True)
             watch = log.Stopwatch()
             dumped = self._dump(ckpt_id, pid, staging, leave_running, deadline)
             _log.info("checkpoint.dumped", id=ckpt_id, pid=pid, seconds=dumped.seconds,
@@ -339,18 +340,6 @@ def _stop_uploads(uploads: TaskGroup, error: BaseException) -> None:
     """Make every streamed upload stop and clean up, before the caller goes on (bounded)."""
     uploads.cancel(error)
     uploads.join(CLEANUP_WAIT_SECONDS)
-
-
-def _remove(path: str) -> None:
-    """Delete a file, symlink or directory tree, as crik does. What cannot be deleted stays: the
-    dump may well succeed with it, and CRIU says so if not."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _tree_size(root: Path) -> int:

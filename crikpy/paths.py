@@ -2,13 +2,15 @@
 
 settings.py refuses at start what a checkpoint could not record, and the manifest refuses on
 reading what no crikpy would have written; both check with additional_paths_fault() below, so
-that neither imports the other. This module imports nothing of crikpy's.
+that neither imports the other; and removing one. This module imports nothing of crikpy's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import shutil
 from typing import Any
 
 MAX_ADDITIONAL_PATHS = 1024
@@ -46,3 +48,18 @@ def additional_paths_fault(paths: list[str]) -> str | None:
     if len(json.dumps(paths)) > MAX_LIST_JSON_BYTES:
         return f"together they are longer than the {MAX_LIST_JSON_BYTES} bytes a checkpoint records"
     return None
+
+
+def remove(path: str, ignore_errors: bool = False) -> None:
+    """Delete a file, symbolic link or directory tree; absent is fine. With `ignore_errors`,
+    what cannot be deleted stays, silently."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not ignore_errors:
+            raise

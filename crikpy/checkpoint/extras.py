@@ -17,12 +17,12 @@ import dataclasses
 import errno
 import os
 import secrets
-import shutil
 import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
+from crikpy.paths import remove
 from crikpy import log
 from crikpy.errors import ConfigError, CorruptCheckpoint, NodeFault
 from crikpy.files import kind
@@ -108,20 +108,20 @@ class PutBack:
     def keep(self) -> None:
         for a in self._asides:
             if a.moved_to:
-                _remove(a.moved_to)
+                remove(a.moved_to)
 
     def undo(self) -> None:
         for a in self._asides:
             if a.inside:
                 for name in os.listdir(a.path):
                     if os.path.join(a.path, name) != a.moved_to:
-                        _remove(os.path.join(a.path, name))
+                        remove(os.path.join(a.path, name))
                 for name in os.listdir(a.moved_to):
                     os.rename(os.path.join(a.moved_to, name), os.path.join(a.path, name))
                 os.rmdir(a.moved_to)
                 continue
             if os.path.lexists(a.path):
-                _remove(a.path)
+                remove(a.path)
             if a.moved_to:
                 os.rename(a.moved_to, a.path)
 
@@ -237,10 +237,3 @@ def _set_aside(path: str) -> _Aside:
         if os.path.join(path, name) != inside:
             os.rename(os.path.join(path, name), os.path.join(inside, name))
     return _Aside(path, inside, inside=True)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)

@@ -26,6 +26,7 @@ import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from crikpy.paths import remove
 from crikpy import log
 from crikpy.container.mounts import Carry, Mount
 from crikpy.container.snapshot import Snapshot, take
@@ -155,7 +156,7 @@ class PutBack:
                     os.chmod(m.path, m.dir_meta[0])
                     os.lchown(m.path, m.dir_meta[1], m.dir_meta[2])
                     continue
-                _remove(m.path)
+                remove(m.path)
                 if m.aside:
                     os.rename(m.aside, m.path)
             except OSError as e:
@@ -254,12 +255,5 @@ def _set_aside(put: PutBack, path: str, mount: str) -> None:
             raise
         # overlayfs moves a directory of the image only with redirect_dir: copy it instead
         shutil.copytree(path, aside, symlinks=True)
-        _remove(path)
+        remove(path)
     put.moved.append(_Moved(path, aside))
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
