@@ -9,6 +9,7 @@ before compression, to the same server: the baseline. Prints a table per case, w
 asserts nothing.
 
     bash tests/bench/run.sh [--sizes 256,1024,4096] [--kinds random,compressible] [--json PATH]
+        [--compare-image localhost/crikpy-stateful:TAG]
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def main() -> None:
                              "about 26 %% with zstd)")
     parser.add_argument("--image", default="localhost/crikpy-stateful:bench")
     parser.add_argument("--json", default="bench-results.json", help="where to write the figures")
+    parser.add_argument("--compare-image", metavar="IMAGE",
+                        help="another build's stateful image (e.g. one of main before a change, "
+                             "built with tests/harness/build-images.sh TAG): each case runs with "
+                             "it too, in the same run, and the figures print side by side")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for crikpy in both containers, e.g. "
                              "CRIKPY_S3_CONCURRENCY=8; repeatable")
@@ -56,6 +61,10 @@ def main() -> None:
                 for kind in args.kinds.split(","):
                     result = run(mib, kind, args.image, server, Path(tmp), settings)
                     print_case(result)
+                    if args.compare_image:
+                        result["compared"] = run(mib, kind, args.compare_image, server,
+                                                 Path(tmp), settings)
+                        print_comparison(result, args.image, args.compare_image)
                     results.append(result)
         finally:
             server.stop()
@@ -129,6 +138,28 @@ def run(mib: int, kind: str, image: str, server: S3Server, tmp: Path,
         },
         "idle_rss_mib": idle.peak_rss / MIB,
     }
+
+
+def print_comparison(r: dict, image: str, other: str) -> None:
+    """This build's figures beside another build's, for the same case in the same run."""
+    o = r["compared"]
+    rows = [("checkpoint, SIGTERM to committed (s)", r["checkpoint"]["seconds"],
+             o["checkpoint"]["seconds"]),
+            ("  dump (s)", r["checkpoint"]["dump"], o["checkpoint"]["dump"]),
+            ("  peak RSS, crikpy and CRIU (MiB)", r["checkpoint"]["peak_rss_mib"],
+             o["checkpoint"]["peak_rss_mib"]),
+            ("  CPU (s per GB)", r["checkpoint"]["cpu_seconds_per_gb"],
+             o["checkpoint"]["cpu_seconds_per_gb"]),
+            ("restore, container start to running (s)", r["restore"]["seconds"],
+             o["restore"]["seconds"]),
+            ("  peak RSS (MiB)", r["restore"]["peak_rss_mib"], o["restore"]["peak_rss_mib"]),
+            ("idle memory, crikpy (MiB)", r["idle_rss_mib"], o["idle_rss_mib"])]
+    width = max(len(row[0]) for row in rows)
+    print(f"\n{r['mib']} MiB, {r['kind']}: this build beside another")
+    print(f"{'':{width}}  {image[-30:]:>30}  {other[-30:]:>30}")
+    for name, ours, theirs in rows:
+        print(f"{name:{width}}  {ours:30.2f}  {theirs:30.2f}")
+    sys.stdout.flush()
 
 
 def print_case(r: dict) -> None:
