@@ -74,3 +74,29 @@ def test_a_pod_whose_workload_exits_leaves_the_other_pods_newer_checkpoint_lates
     assert not pod_a.event("latest.cleared"), "the log says cleared; the store says otherwise"
     [skipped] = pod_a.event("latest.clear_skipped")
     assert pod_b_checkpoint in str(skipped)
+
+
+def test_after_the_lean_re_exec_a_pod_loses_the_race_instead_of_overwriting_a_newer_pointer(
+        tmp_path, s3_env, monkeypatch):
+    """What crosses the exec is the pointer as the pod found it: its commit is conditional on
+    that, so pod B's newer checkpoint stays latest and pod A's stays aside."""
+    from crikpy.app import Handover
+    from crikpy.errors import RaceLost
+    from crikpy.parts import LazyRepository
+    from crikpy.settings import Settings
+
+    url = _store_url("s3", tmp_path)
+    at_start = CheckpointRepository(open_store(url), "app")
+    assert at_start.latest_id() is None
+    handover = Handover(pid=1, command=["app"], sigterm_at=None, owner=at_start.owner,
+                        pointer=at_start.known, criu_version="4.2.1")
+    for key, value in handover.to_env().items():
+        monkeypatch.setenv(key, value)
+    taken = Handover.take()
+    assert taken == handover
+    pod_b_checkpoint = _pod_b_commits(url, tmp_path)
+    settings = Settings(name="app", store=url, work_dir=tmp_path / "w")
+    lean = LazyRepository(settings, taken.owner, taken.pointer)
+    with pytest.raises(RaceLost):
+        lean.commit(staged(tmp_path), new_id(), sample_info())
+    assert CheckpointRepository(open_store(url), "app").latest_id() == pod_b_checkpoint
