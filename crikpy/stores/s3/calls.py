@@ -4,8 +4,8 @@ what finally fails translated; and cleanups, one bounded try finished before ret
 A call runs in the thread that makes it: none is started per request, so none outlives its
 deadline. Instead every attempt is bounded from inside botocore (a `before-send` hook): it is
 not sent once the deadline has passed or its transfer has stopped, and its read timeout is cut
-to what is left of the deadline (where botocore allows it; otherwise the client's short read
-timeout bounds it), so a hung server ends the attempt at the deadline.
+to what is left of the deadline (with the request, or through its connection pool on an older
+botocore), so a hung server ends the attempt at the deadline.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from typing import Callable, TypeVar
 
 import tenacity
+import urllib3
 
 import botocore.exceptions
 
@@ -36,6 +37,7 @@ class Calls:
     def __init__(self, client, url: str, options: S3Options, log) -> None:
         self.url, self.options, self._log = url, options, log
         self._current = threading.local()  # the call this thread is making, for the hook
+        self._client = client
         client.meta.events.register("before-send.s3", self._before_send)
 
     def __call__(self, what: str, fn: Callable[[], T], deadline: Deadline | None = None,
@@ -62,20 +64,34 @@ class Calls:
     def _before_send(self, request, **_) -> None:
         call = getattr(self._current, "call", None)
         if call is None:
+            self._bound_attempt(request, self.options.read_timeout)
             return
         what, deadline, stop = call
         if stop is not None and stop.is_set():
             raise _Stopped(f"{what} in {self.url} stopped: its transfer failed")
-        if deadline is None or not math.isfinite(deadline.at):
-            if deadline is not None:
-                deadline.check(what)  # a SIGTERM that stops this step
-            return
-        deadline.check(what)
-        # Newer botocore (1.38+) takes an attempt's own read timeout; with an older one (Debian
-        # trixie's 1.37) the client's short one (S3Options.read_timeout) bounds each attempt.
+        seconds = self.options.read_timeout
+        if deadline is not None:
+            deadline.check(what)  # past it, or a SIGTERM that stops this step
+            if math.isfinite(deadline.at):
+                seconds = max(0.05, min(seconds, deadline.remaining()))
+        self._bound_attempt(request, seconds)
+
+    def _bound_attempt(self, request, seconds: float) -> None:
+        """This attempt's read timeout. Newer botocore (1.38+) takes it with the request; an
+        older one (Debian trixie's 1.37, in crikpy's image) reads it from the connection pool
+        the request is about to use, which every call of this store sets the same way, so it
+        follows the one deadline the calls under way share (a checkpoint's)."""
         if hasattr(request, "context"):
-            request.context["read_timeout"] = max(0.05, min(self.options.read_timeout,
-                                                            deadline.remaining()))
+            request.context["read_timeout"] = seconds
+            return
+        try:
+            session = self._client._endpoint.http_session
+            proxy = session._proxy_config.proxy_url_for(request.url)
+            pool = session._get_connection_manager(request.url, proxy).connection_from_url(
+                request.url)
+            pool.timeout = urllib3.Timeout(connect=self.options.connect_timeout, read=seconds)
+        except AttributeError:
+            pass  # another botocore: its client-wide read timeout bounds each attempt
 
     def _retrying(self, what: str, fn: Callable[[], T], deadline: Deadline | None) -> T:
         started = time.monotonic()

@@ -32,7 +32,7 @@ class S3Options:
     credentials_file: str | None = None
     list_page_size: int = 1000
     connect_timeout: float = 5.0
-    # Short, since it bounds each attempt where botocore cannot be given the deadline's rest
+    # An attempt's longest wait for the server, cut further to what is left of a deadline
     # (calls.py); a live server answers far sooner, and a retry follows within the deadline.
     read_timeout: float = 10.0
     # Without a deadline (a restore, the CLI), transient failures stop being retried after this:
