@@ -40,6 +40,7 @@ from crikpy.errors import (COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, CrikpyErro
 from crikpy.migrate import Migrator
 from crikpy.podevents import PodEvents
 from crikpy.settings import Settings
+from crikpy.tasks import TaskGroup
 from crikpy.triggers import Triggers
 
 _log = log.get()
@@ -126,7 +127,9 @@ def _start(settings: Settings, command: list[str]) -> Workload | int:
     """Restore the latest checkpoint, or start `command` cold; an exit code if it cannot run."""
     files = ContainerFiles.at_start(settings) if _in_container() else None  # before a restore
     repo = open_repository(settings)
-    migrator = Migrator(settings, repo, files, _criu_version(settings))
+    # Asked beside the restore, which does not need it: a start waits for neither in turn.
+    version = TaskGroup("criu-version", 1).submit(_criu_version, settings)
+    migrator = Migrator(settings, repo, files)
     events = PodEvents.from_environment(settings, announce=True)
     shown = _shown_command(settings)
     _log.info("crikpy.started", version=__version__, store=settings.store,
@@ -144,6 +147,7 @@ def _start(settings: Settings, command: list[str]) -> Workload | int:
                 _log.warning("restore.command_differs", given=shown(command),
                              restored=shown(start.command))
             command = start.command
+        migrator.criu_version = version.result()
         return Workload(start.pid, command, repo, migrator, events)
     if not command:
         raise NothingToRun("nothing to run: no checkpoint to restore and no command given; "
@@ -156,6 +160,7 @@ def _start(settings: Settings, command: list[str]) -> Workload | int:
         _log.error("workload.not_started", command=shown(command), error=e.strerror)
         return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE
     _log.info("workload.started", pid=pid, command=shown(command))
+    migrator.criu_version = version.result()
     return Workload(pid, command, repo, migrator, events)
 
 
