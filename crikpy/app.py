@@ -26,10 +26,9 @@ from typing import Sequence
 
 from crikpy import __version__, budget, log, procs, recovery, supervisor
 from crikpy.checkpoint import extras
-from crikpy.checkpoint.repository import CheckpointRepository
-from crikpy.parts import LazyRepository, open_repository
 from crikpy.checkpoint.manifest import REDACTED
 from crikpy.checkpoint.pointer import Pointer
+from crikpy.checkpoint.repository import CheckpointRepository
 from crikpy.container import identity
 from crikpy.container.tracking import ContainerFiles
 from crikpy.criu import session
@@ -38,6 +37,7 @@ from crikpy.deadline import (ABORT, Deadline, before_sigkill, sigterm_arrived_at
 from crikpy.errors import (COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, CrikpyError, Fault,
                            NodeFault)
 from crikpy.migrate import Migrator
+from crikpy.parts import LazyRepository, open_repository
 from crikpy.podevents import PodEvents
 from crikpy.settings import Settings
 from crikpy.tasks import TaskGroup
@@ -94,8 +94,7 @@ class Workload:
 
     pid: int
     command: list[str]
-    repo: CheckpointRepository
-    migrator: Migrator
+    migrator: Migrator  # and through it the repository
     events: PodEvents
 
 
@@ -110,7 +109,7 @@ def run(settings: Settings, command: Sequence[str]) -> int:
     if isinstance(workload, int):
         return workload  # the command could not be run
     if handover is None and "boto3" in sys.modules:
-        repo = workload.repo
+        repo = workload.migrator.repo
         _reexec_lean(Handover(pid=workload.pid, command=workload.command,
                               sigterm_at=sigterm_arrived_at(), owner=repo.owner,
                               pointer=repo.known, criu_version=workload.migrator.criu_version))
@@ -148,7 +147,7 @@ def _start(settings: Settings, command: list[str]) -> Workload | int:
                              restored=shown(start.command))
             command = start.command
         migrator.criu_version = version.result()
-        return Workload(start.pid, command, repo, migrator, events)
+        return Workload(start.pid, command, migrator, events)
     if not command:
         raise NothingToRun("nothing to run: no checkpoint to restore and no command given; "
                            "use `crikpy run -- COMMAND [ARGS...]`")
@@ -161,7 +160,7 @@ def _start(settings: Settings, command: list[str]) -> Workload | int:
         return COMMAND_NOT_FOUND if isinstance(e, FileNotFoundError) else COMMAND_NOT_EXECUTABLE
     _log.info("workload.started", pid=pid, command=shown(command))
     migrator.criu_version = version.result()
-    return Workload(pid, command, repo, migrator, events)
+    return Workload(pid, command, migrator, events)
 
 
 def _resume(settings: Settings, handover: Handover) -> Workload:
@@ -174,7 +173,7 @@ def _resume(settings: Settings, handover: Handover) -> Workload:
     files = ContainerFiles.resumed(settings) if _in_container() else None
     migrator = Migrator(settings, repo, files, handover.criu_version)
     events = PodEvents.from_environment(settings, announce=False)
-    return Workload(handover.pid, handover.command, repo, migrator, events)
+    return Workload(handover.pid, handover.command, migrator, events)
 
 
 def _reexec_lean(handover: Handover) -> None:
@@ -194,12 +193,12 @@ def _finish(settings: Settings, workload: Workload, outcome: supervisor.Outcome,
             triggers: Triggers) -> None:
     """After the loop: the frozen tree of a committed checkpoint is gone by now."""
     if triggers.committed_at_end is not None:
-        workload.repo.housekeeping(
+        workload.migrator.repo.housekeeping(
             triggers.committed_at_end,
             before_sigkill(settings.grace_period, budget.HOUSEKEEPING_SECONDS))
     if outcome.how is supervisor.Ended.EXITED:
         try:
-            workload.repo.clear_latest(f"workload exited, code {outcome.exit_code}",
+            workload.migrator.repo.clear_latest(f"workload exited, code {outcome.exit_code}",
                                        Deadline.after(budget.STORE_CALL_SECONDS))
         except CrikpyError as e:
             _log.warning("latest.not_cleared", error=str(e),

@@ -30,10 +30,6 @@ class Task:
         self.error: BaseException | None = None
         self.finished = threading.Event()
 
-    @property
-    def running(self) -> bool:
-        return not self.finished.is_set()
-
     def result(self) -> Any:
         self.finished.wait()
         if self.error is not None:

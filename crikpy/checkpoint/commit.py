@@ -25,7 +25,10 @@ from crikpy.stores import Digest, PreconditionFailed, Store
 from crikpy.stores.base import Stream
 from crikpy.tasks import Task, TaskGroup, run_each
 
-FILES_AT_ONCE = 8  # see repository.py
+# A checkpoint is a few big pages images and dozens of small ones, each a request or two: moved
+# one after another (up or down), the small ones cost a round trip each (20-50 ms on S3). The
+# store's part budget bounds the memory, however many move at once.
+FILES_AT_ONCE = 8
 
 
 class Committing:

@@ -42,9 +42,6 @@ class Pointer:
     writer: str | None = None
     problem: str | None = None  # set when it could not be read: id is then GARBLED
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_json(cls, data: dict) -> "Pointer":
         return cls(**data)

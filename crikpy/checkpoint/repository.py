@@ -15,7 +15,7 @@ from pathlib import Path
 
 from crikpy import log
 from crikpy.checkpoint import codec, pointer
-from crikpy.checkpoint.commit import Committing
+from crikpy.checkpoint.commit import FILES_AT_ONCE, Committing
 from crikpy.checkpoint.keys import KeyRing
 from crikpy.checkpoint.layout import MANIFEST, Layout
 from crikpy.checkpoint.manifest import FileEntry, Manifest, timestamp
@@ -27,12 +27,6 @@ from crikpy.deadline import Deadline
 from crikpy.errors import CheckpointNotFound, ConfigError, CorruptCheckpoint, RaceLost
 from crikpy.stores import MissingObject, Store
 from crikpy.tasks import run_each
-
-# A checkpoint is a few big pages images and dozens of small ones, each a request or two: moved
-# one after another, the small ones cost a round trip each (20-50 ms on S3). The store's part
-# budget bounds the memory, however many move at once.
-FILES_AT_ONCE = 8
-
 
 class CheckpointRepository(Committing, Records, Retention):
     """The checkpoints of one workload in one store."""
