@@ -113,18 +113,10 @@ def _handler(proxy: FaultProxy):
                 return
             conditional = "If-None-Match" in self.headers or "If-Match" in self.headers
             if self.command == "PUT" and conditional and proxy.deny_conditions:
-                self.send_response(403)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(ACCESS_DENIED)))
-                self.end_headers()
-                self.wfile.write(ACCESS_DENIED)
+                self._answer_error(403, ACCESS_DENIED)
                 return
             if fault == "503":
-                self.send_response(503)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(SLOWDOWN)))
-                self.end_headers()
-                self.wfile.write(SLOWDOWN)
+                self._answer_error(503, SLOWDOWN)
                 return
             upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -151,6 +143,14 @@ def _handler(proxy: FaultProxy):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+
+        def _answer_error(self, status: int, body: bytes) -> None:
+            """An S3 error answer of the proxy's own, in place of the server's."""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _client_gone(self) -> bool:
             try:
